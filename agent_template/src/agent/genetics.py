@@ -1,0 +1,540 @@
+"""The agent's own genetics: how it changes its genome (DESIGN §2 and §13).
+
+Core module: always active, never a gene. The orchestrator never edits a
+genome; this module is the only writer of `genome.bin`, and writes nothing
+else.
+
+Operators are pure functions of a decoded genome and a `random.Random`:
+`flip_functions` (bit flips at the agent's own rate), `toggle_module`,
+`recombine` (uniform crossover per file with a peer genome), `uptake`
+(genes the commons catalogue knows but this genome lacks, added switched
+off so that uptake alone is neutral) and `adapt_rate` (Rechenberg's
+one-fifth rule: the rate grows after a mutation that helped, shrinks after
+one that hurt, and is stored in `state["rate"]`).
+
+`Policy` drives them from the fitness feedback, as a (1+1) evolution
+strategy: measure the current genome over a few feedbacks, mutate, measure
+the mutant, then keep it (and mutate again) or revert it. The pending trial
+(the fitness before the mutation and the flags to restore) is kept in
+`state["trial"]` rather than only in memory, because the orchestrator
+restarts the agent whenever its genome changes: a memory-only undo would be
+lost at the very moment it is needed.
+"""
+
+import math
+import os
+import random
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path, PurePosixPath
+from typing import Any, TypedDict
+
+import msgpack
+
+__evolve__ = "core"
+
+GENOME_FILE = "genome.bin"
+CATALOGUE_FILE = "catalogue.msgpack"
+ELITE_DIR = "elite"
+SCHEMA = 1
+
+# Limits that keep decoding cheap and a genome small whatever is on disk;
+# the genome's match the orchestrator's own decoder.
+MAX_BYTES = 256 * 1024
+MAX_CATALOGUE_BYTES = 1 << 20
+MAX_FILES = 256
+MAX_FUNCTIONS = 256
+MAX_NAME = 200
+MAX_STATE_DEPTH = 8
+MAX_PEERS = 256
+
+INITIAL_RATE = 0.1
+MIN_RATE = 0.02
+MAX_RATE = 0.5
+# One-fifth rule: four failures undo one success, so the rate settles where
+# about one mutation in five helps.
+SUCCESS_FACTOR = 1.5
+FAILURE_FACTOR = SUCCESS_FACTOR**-0.25
+RECOMBINATION_CHANCE = 0.2
+TOGGLE_CHANCE = 0.2
+
+
+class FileGene(TypedDict):
+    path: str
+    active: bool
+    functions: dict[str, bool]
+
+
+class Genome(TypedDict):
+    schema: int
+    files: list[FileGene]
+    mutations: int
+    state: dict[str, Any]
+
+
+# path -> names of its function genes
+Catalogue = dict[str, tuple[str, ...]]
+# (path, function name or None for the module's own flag, value to restore)
+Change = tuple[str, str | None, bool]
+
+
+# --- validation and codec -------------------------------------------------
+
+
+def valid_path(path: object) -> bool:
+    """A relative POSIX path to a .py file, never escaping the agent directory."""
+    if not isinstance(path, str) or not 0 < len(path) <= MAX_NAME or "\\" in path:
+        return False
+    parts = PurePosixPath(path).parts
+    return not path.startswith("/") and ".." not in parts and path.endswith(".py")
+
+
+def valid_name(name: object) -> bool:
+    """A public function name (private helpers are never genes)."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= MAX_NAME
+        and name.isidentifier()
+        and not name.startswith("_")
+    )
+
+
+def _is_plain(value: object, depth: int = 1) -> bool:
+    """msgpack-safe data with string keys, shallow enough to encode canonically."""
+    if depth > MAX_STATE_DEPTH:
+        return False
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_is_plain(item, depth + 1) for item in value)
+    return value is None or isinstance(value, bool | int | float | str | bytes)
+
+
+def _file_gene(raw: object) -> FileGene | None:
+    if not isinstance(raw, dict):
+        return None
+    path, active, functions = raw.get("path"), raw.get("active"), raw.get("functions")
+    if not valid_path(path) or not isinstance(active, bool) or not isinstance(functions, dict):
+        return None
+    if len(functions) > MAX_FUNCTIONS:
+        return None
+    if not all(valid_name(k) and isinstance(v, bool) for k, v in functions.items()):
+        return None
+    return FileGene(path=str(path), active=active, functions=dict(functions))
+
+
+def genome_from(raw: object) -> Genome | None:
+    """Validate a decoded msgpack value as a genome; None when it is not one."""
+    if not isinstance(raw, dict) or type(raw.get("schema")) is not int:
+        return None
+    files, mutations, state = raw.get("files"), raw.get("mutations", 0), raw.get("state", {})
+    if raw["schema"] != SCHEMA or not isinstance(files, list) or len(files) > MAX_FILES:
+        return None
+    if type(mutations) is not int or mutations < 0 or not isinstance(state, dict):
+        return None
+    genes = [_file_gene(item) for item in files]
+    checked = [gene for gene in genes if gene is not None]
+    if len(checked) != len(genes) or len({g["path"] for g in checked}) != len(checked):
+        return None
+    if not _is_plain(state):
+        return None
+    return _genome(checked, mutations, state)
+
+
+def _genome(files: Iterable[FileGene], mutations: int, state: dict[str, Any]) -> Genome:
+    """A genome in canonical order: files by path, functions by name."""
+    ordered = [
+        FileGene(path=f["path"], active=f["active"], functions=dict(sorted(f["functions"].items())))
+        for f in sorted(files, key=lambda f: f["path"])
+    ]
+    return Genome(schema=SCHEMA, files=ordered, mutations=mutations, state=state)
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return value
+
+
+def encode_genome(genome: Genome) -> bytes:
+    """Canonical bytes: the same genome always encodes to the same bytes."""
+    ordered = _genome(genome["files"], genome["mutations"], _canonical(genome["state"]))
+    payload = {
+        "schema": ordered["schema"],
+        "files": [dict(f) for f in ordered["files"]],
+        "mutations": ordered["mutations"],
+        "state": ordered["state"],
+    }
+    return msgpack.packb(payload, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> object:
+    """msgpack decoding of already size-capped bytes; None on anything malformed."""
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception:  # msgpack raises a zoo of types on garbage; all mean "no"
+        return None
+
+
+def decode_genome(data: bytes) -> Genome | None:
+    if len(data) > MAX_BYTES:
+        return None
+    return genome_from(_unpack(data))
+
+
+# --- files -------------------------------------------------------------------
+
+
+def read_bounded(path: Path, limit: int = MAX_BYTES) -> bytes | None:
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(limit + 1)
+    except OSError:
+        return None
+    return data if len(data) <= limit else None
+
+
+def read_genome(path: Path) -> Genome | None:
+    data = read_bounded(path)
+    return None if data is None else decode_genome(data)
+
+
+def write_genome(path: Path, genome: Genome) -> None:
+    """Replace `path` atomically: readers see the old genome or the new one, never half."""
+    data = encode_genome(genome)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the rename itself durable; best effort where directories cannot be opened."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def read_catalogue(commons: Path | None) -> Catalogue:
+    """Genes published in the commons; {} when it is missing or garbled."""
+    if commons is None:
+        return {}
+    data = read_bounded(commons / CATALOGUE_FILE, MAX_CATALOGUE_BYTES)
+    raw = None if data is None else _unpack(data)
+    entries = raw.get("files") if isinstance(raw, dict) else None
+    if not isinstance(entries, list) or len(entries) > MAX_FILES:
+        return {}
+    catalogue: Catalogue = {}
+    for entry in entries:
+        names = entry.get("functions") if isinstance(entry, dict) else None
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not valid_path(path) or not isinstance(names, list) or len(names) > MAX_FUNCTIONS:
+            return {}
+        if not all(valid_name(name) for name in names):
+            return {}
+        catalogue[str(path)] = tuple(names)
+    return catalogue
+
+
+def read_peer(commons: Path | None, rng: random.Random) -> Genome | None:
+    """One published elite genome, chosen at random; None when there is none."""
+    if commons is None:
+        return None
+    try:
+        candidates = sorted(islice((commons / ELITE_DIR).glob("*.bin"), MAX_PEERS))
+    except OSError:
+        return None
+    return read_genome(rng.choice(candidates)) if candidates else None
+
+
+# --- operators (pure) --------------------------------------------------------
+
+
+def _files(genome: Genome) -> dict[str, FileGene]:
+    """Deep-enough copies of the file genes, by path, safe to modify."""
+    return {
+        f["path"]: FileGene(path=f["path"], active=f["active"], functions=dict(f["functions"]))
+        for f in genome["files"]
+    }
+
+
+def _with_files(genome: Genome, files: Iterable[FileGene]) -> Genome:
+    return _genome(files, genome["mutations"], dict(genome["state"]))
+
+
+def _with_state(genome: Genome, mutated: bool = False, **updates: Any) -> Genome:
+    """Copy with state keys replaced (a value of None removes the key)."""
+    state = {k: v for k, v in {**genome["state"], **updates}.items() if v is not None}
+    mutations = genome["mutations"] + (1 if mutated else 0)
+    return _genome(_files(genome).values(), mutations, state)
+
+
+def allowed_genes(genome: Genome, catalogue: Catalogue) -> dict[str, frozenset[str]]:
+    """Every (path, function) this agent may ever carry: its own and the catalogue's."""
+    allowed = {path: set(names) for path, names in catalogue.items()}
+    for gene in genome["files"]:
+        allowed.setdefault(gene["path"], set()).update(gene["functions"])
+    return {path: frozenset(names) for path, names in allowed.items()}
+
+
+def uptake(genome: Genome, catalogue: Catalogue) -> Genome:
+    """Add catalogued genes missing from the genome, switched off (so it is neutral)."""
+    files = _files(genome)
+    for path, names in sorted(catalogue.items()):
+        if path not in files and len(files) >= MAX_FILES:
+            continue
+        gene = files.setdefault(path, FileGene(path=path, active=False, functions={}))
+        for name in names:
+            if len(gene["functions"]) < MAX_FUNCTIONS:
+                gene["functions"].setdefault(name, False)
+    return _with_files(genome, files.values())
+
+
+def flip_functions(genome: Genome, rng: random.Random, rate: float) -> Genome:
+    """Flip each function flag with probability `rate`, and at least one."""
+    files = _files(genome)
+    flags = [(gene, name) for gene in files.values() for name in gene["functions"]]
+    if not flags:
+        return genome
+    chosen = [flag for flag in flags if rng.random() < rate] or [rng.choice(flags)]
+    for gene, name in chosen:
+        gene["functions"][name] = not gene["functions"][name]
+    return _with_files(genome, files.values())
+
+
+def toggle_module(genome: Genome, rng: random.Random) -> Genome:
+    """Switch one module on or off, keeping its function flags for later."""
+    files = _files(genome)
+    if not files:
+        return genome
+    gene = files[rng.choice(sorted(files))]
+    gene["active"] = not gene["active"]
+    return _with_files(genome, files.values())
+
+
+def recombine(
+    genome: Genome, peer: Genome, rng: random.Random, allowed: Mapping[str, frozenset[str]]
+) -> Genome:
+    """Uniform crossover per file: each file comes from either parent, with even odds.
+
+    Only genes in `allowed` survive from the peer, so a peer can never smuggle
+    in a path or function this agent's template does not have.
+    """
+    own = _files(genome)
+    theirs = {path: gene for path, gene in _files(peer).items() if path in allowed}
+    child: list[FileGene] = []
+    for path in sorted(own.keys() | theirs.keys()):
+        take_theirs = path in theirs and rng.random() < 0.5
+        if take_theirs:
+            child.append(_adopt(theirs[path], own.get(path), allowed[path]))
+        elif path in own:
+            child.append(own[path])
+    return _with_files(genome, child)
+
+
+def _adopt(theirs: FileGene, mine: FileGene | None, allowed: frozenset[str]) -> FileGene:
+    """The peer's file gene, restricted to allowed names, keeping every name we had."""
+    names = set(mine["functions"] if mine else ()) | (theirs["functions"].keys() & allowed)
+    flags = {name: theirs["functions"].get(name, False) for name in sorted(names)}
+    return FileGene(path=theirs["path"], active=theirs["active"], functions=flags)
+
+
+def current_rate(genome: Genome) -> float:
+    rate = genome["state"].get("rate")
+    if isinstance(rate, float) and MIN_RATE <= rate <= MAX_RATE:
+        return rate
+    return INITIAL_RATE
+
+
+def adapt_rate(rate: float, success: bool) -> float:
+    """One-fifth rule step, clamped to [MIN_RATE, MAX_RATE]."""
+    factor = SUCCESS_FACTOR if success else FAILURE_FACTOR
+    return min(MAX_RATE, max(MIN_RATE, rate * factor))
+
+
+def _flags(genome: Genome) -> dict[tuple[str, str | None], bool]:
+    flags: dict[tuple[str, str | None], bool] = {}
+    for gene in genome["files"]:
+        flags[gene["path"], None] = gene["active"]
+        for name, on in gene["functions"].items():
+            flags[gene["path"], name] = on
+    return flags
+
+
+def changes(before: Genome, after: Genome) -> list[Change]:
+    """The undo list taking `after` back to `before` (a flag absent before was off)."""
+    old = _flags(before)
+    return [
+        (path, name, old.get((path, name), False))
+        for (path, name), value in _flags(after).items()
+        if old.get((path, name), False) != value
+    ]
+
+
+def apply_changes(genome: Genome, undo: Iterable[Change]) -> Genome:
+    """Set the listed flags; entries naming genes the genome lacks are skipped."""
+    files = _files(genome)
+    for path, name, value in undo:
+        gene = files.get(path)
+        if gene is None:
+            continue
+        if name is None:
+            gene["active"] = value
+        elif name in gene["functions"]:
+            gene["functions"][name] = value
+    return _with_files(genome, files.values())
+
+
+# --- the feedback-driven policy ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """A mutation under judgement: fitness before it, and how to undo it."""
+
+    baseline: float
+    undo: tuple[Change, ...]
+
+    def to_state(self) -> dict[str, Any]:
+        return {"baseline": self.baseline, "undo": [list(change) for change in self.undo]}
+
+    @staticmethod
+    def from_state(raw: object) -> "Trial | None":
+        if not isinstance(raw, dict):
+            return None
+        baseline, undo = raw.get("baseline"), raw.get("undo")
+        if not isinstance(baseline, float) or not isinstance(undo, list):
+            return None
+        parsed = [_change(item) for item in undo]
+        if any(item is None for item in parsed):
+            return None
+        return Trial(baseline, tuple(item for item in parsed if item is not None))
+
+
+def _change(raw: object) -> Change | None:
+    if not isinstance(raw, list) or len(raw) != 3:
+        return None
+    path, name, value = raw
+    if not isinstance(path, str) or not isinstance(value, bool):
+        return None
+    if name is not None and not isinstance(name, str):
+        return None
+    return path, name, value
+
+
+def mutate(
+    genome: Genome,
+    rng: random.Random,
+    baseline: float,
+    catalogue: Catalogue,
+    *,
+    peer: Genome | None = None,
+) -> Genome | None:
+    """A mutant of `genome` with its trial recorded; None if nothing can change."""
+    base = uptake(genome, catalogue)
+    rate = current_rate(base)
+    if peer is not None and rng.random() < RECOMBINATION_CHANCE:
+        child = recombine(base, peer, rng, allowed_genes(base, catalogue))
+    elif rng.random() < TOGGLE_CHANCE:
+        child = toggle_module(base, rng)
+    else:
+        child = flip_functions(base, rng, rate)
+    undo = changes(base, child)
+    if not undo:
+        # A peer identical to us changes nothing; a mutation must.
+        child = flip_functions(base, rng, rate)
+        undo = changes(base, child)
+    if not undo:
+        return None
+    return _with_state(child, mutated=True, trial=Trial(baseline, tuple(undo)).to_state())
+
+
+def revert(genome: Genome, trial: Trial) -> Genome:
+    """Undo the trial's mutation, and mutate more cautiously from now on."""
+    restored = apply_changes(genome, trial.undo)
+    rate = adapt_rate(current_rate(genome), success=False)
+    return _with_state(restored, mutated=True, trial=None, rate=rate)
+
+
+def accept(genome: Genome, score: float, trial: Trial) -> Genome:
+    """Keep the trial's mutation; a real improvement makes mutation bolder."""
+    rate = current_rate(genome)
+    if score > trial.baseline:
+        rate = adapt_rate(rate, success=True)
+    return _with_state(genome, trial=None, rate=rate)
+
+
+def step(
+    genome: Genome,
+    score: float,
+    rng: random.Random,
+    catalogue: Catalogue,
+    *,
+    peer: Genome | None = None,
+    tolerance: float = 0.0,
+) -> Genome | None:
+    """The policy's decision for a measured `score`: the next genome, or None to keep it."""
+    trial = Trial.from_state(genome["state"].get("trial"))
+    if trial is None:
+        return mutate(genome, rng, score, catalogue, peer=peer)
+    if score < trial.baseline - tolerance:
+        # Revert only: the restored genome is measured afresh before the next
+        # mutation, so one lucky baseline cannot block progress for ever.
+        return revert(genome, trial)
+    return mutate(accept(genome, score, trial), rng, score, catalogue, peer=peer)
+
+
+@dataclass
+class Policy:
+    """Turns fitness feedback into genome rewrites.
+
+    It only acts every `patience` feedbacks, on their mean: fitness is noisy,
+    and the first feedbacks after a restart still reflect the previous code.
+    """
+
+    path: Path
+    commons: Path | None
+    rng: random.Random
+    patience: int = 3
+    tolerance: float = 0.0
+    _window: list[float] = field(default_factory=list)
+
+    def observe(self, fitness: float) -> bool:
+        """Take one feedback; True when genome.bin was rewritten."""
+        if not math.isfinite(fitness):
+            return False
+        self._window.append(fitness)
+        if len(self._window) < self.patience:
+            return False
+        score = sum(self._window) / len(self._window)
+        self._window.clear()
+        genome = read_genome(self.path)
+        if genome is None:
+            # Never write over a genome we cannot read: the orchestrator will
+            # quarantine it, and the evidence must stay as it is.
+            return False
+        catalogue = read_catalogue(self.commons)
+        peer = read_peer(self.commons, self.rng)
+        updated = step(genome, score, self.rng, catalogue, peer=peer, tolerance=self.tolerance)
+        if updated is None:
+            return False
+        write_genome(self.path, updated)
+        return True

@@ -1,0 +1,5 @@
+"""``python -m evolve_ai``: the same as the ``evolve`` command."""
+
+from evolve_ai.cli import main
+
+main()

@@ -1,0 +1,178 @@
+"""The ``evolve`` command line: parse, call one operation, render. No business logic here."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from evolve_ai.errors import EvolveError
+from evolve_ai.operations import inspect
+from evolve_ai.operations.initiate import MAX_AGENTS_PER_INIT, initiate_project
+from evolve_ai.services import logs
+from evolve_ai.services.workspace import Workspace, resolve_root
+
+
+class _State:
+    def __init__(self, root: str | None, verbose: bool, quiet: bool) -> None:
+        self.root = root
+        self.verbose = verbose
+        self.quiet = quiet
+
+    def workspace(self) -> Workspace:
+        return resolve_root(self.root)
+
+    @property
+    def interactive(self) -> bool:
+        return not self.quiet and sys.stderr.isatty()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", type=click.Path(file_okay=False), envvar="EVOLVE_ROOT",
+              help="Workspace directory (default: $EVOLVE_ROOT or the current directory).")
+@click.option("--log-format", type=click.Choice(["console", "json"]), default="console",
+              show_default=True, help="Format of the log lines printed on stderr.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging and tracebacks on errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bar.")
+@click.version_option(package_name="evolve-ai", prog_name="evolve")
+@click.pass_context
+def cli(ctx: click.Context, root: str | None, log_format: str, verbose: bool,
+        quiet: bool) -> None:
+    """evolve: orchestrator for evolutionary multi-agent AI."""
+    if verbose and quiet:
+        raise click.UsageError("-v and -q cannot be used together")
+    logs.configure(-1 if quiet else (1 if verbose else 0), log_format)
+    ctx.obj = _State(root, verbose, quiet)
+
+
+@cli.command()
+@click.argument("count", type=click.IntRange(1, MAX_AGENTS_PER_INIT), metavar="N")
+@click.option("--template", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Template directory to clone (default: the workspace's, else the bundled one).")
+@click.option("--seed", type=int, help="Seed for ids and genomes: same seed, same population.")
+@click.option("--workers", type=click.IntRange(1, 1024),
+              help="Worker processes (default: lifecycle.workers).")
+@click.pass_obj
+def init(state: _State, count: int, template: Path | None, seed: int | None,
+         workers: int | None) -> None:
+    """Add N agents cloned from the template (creating the workspace if needed)."""
+    with _errors(state), _progress(state, count, "building agents") as advance:
+        result = initiate_project(state.workspace(), count, template=template, seed=seed,
+                                  workers=workers, progress=advance)
+    if not state.quiet:
+        click.echo(f"created {len(result.created)} agents in {result.seconds:.2f}s "
+                   f"({result.total_living} living) in {state.workspace().root}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_obj
+def status(state: _State, as_json: bool) -> None:
+    """Population, statuses, fitness and per-generation history."""
+    with _errors(state):
+        data = inspect.status(state.workspace())
+    click.echo(_dumps(data) if as_json else _render_status(data))
+
+
+@cli.command()
+@click.argument("agent_id", metavar="AGENT_ID")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_obj
+def show(state: _State, agent_id: str, as_json: bool) -> None:
+    """One agent: status, lineage, genome, hashes, fitness (an id prefix is enough)."""
+    with _errors(state):
+        data = inspect.show(state.workspace(), agent_id)
+    click.echo(_dumps(data) if as_json else _render_agent(data))
+
+
+@contextmanager
+def _errors(state: _State) -> Iterator[None]:
+    """Turn failures into one line and an exit code; tracebacks only with -v."""
+    try:
+        yield
+    except EvolveError as exc:
+        if state.verbose:
+            traceback.print_exc()
+        click.echo(f"evolve: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("evolve: interrupted", err=True)
+        sys.exit(130)
+    except OSError as exc:
+        if state.verbose:
+            traceback.print_exc()
+        click.echo(f"evolve: error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        if state.verbose:
+            traceback.print_exc()
+        click.echo(f"evolve: internal error: {type(exc).__name__}: {exc} "
+                   "(run with -v for the traceback)", err=True)
+        sys.exit(1)
+
+
+@contextmanager
+def _progress(state: _State, total: int, label: str) -> Iterator[Callable[[int], None] | None]:
+    if not state.interactive:
+        yield None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=_json_default)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _render_status(data: dict[str, Any]) -> str:
+    counts = data["counts"]
+    lines = [
+        f"workspace   {data['root']}",
+        f"generation  {data['generation']}",
+        "agents      " + "  ".join(f"{k} {counts[k]}" for k in
+                                   ("active", "disabled", "quarantined", "dead", "running")),
+        f"fitness     mean {_fmt(data['fitness']['mean'])}  max {_fmt(data['fitness']['max'])}",
+    ]
+    if data["history"]:
+        lines += ["", f"{'gen':>5} {'mean':>8} {'max':>8} {'pop':>7} {'births':>7} {'deaths':>7}"]
+        lines += [
+            f"{h['generation']:>5} {_fmt(h['mean']):>8} {_fmt(h['max']):>8} "
+            f"{h['population']:>7} {h['births']:>7} {h['deaths']:>7}"
+            for h in data["history"]
+        ]
+    return "\n".join(lines)
+
+
+def _render_agent(data: dict[str, Any]) -> str:
+    keys = ("id", "status", "reason", "generation", "parent", "process", "pid", "restarts",
+            "fitness", "evaluations", "active_files", "active_functions", "genome_hash",
+            "code_hash", "directory")
+    lines = [f"{key:<17} {'-' if data.get(key) is None else data[key]}" for key in keys]
+    genome = data.get("genome") or {}
+    lines.append("genome")
+    for gene in genome.get("files", []):
+        on = [name for name, flag in gene["functions"].items() if flag]
+        mark = "+" if gene["active"] else "-"
+        lines.append(f"  {mark} {gene['path']}: {', '.join(on) or '(no function on)'}")
+    lines.append(f"  mutations {genome.get('mutations', 0)}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    cli(prog_name="evolve")

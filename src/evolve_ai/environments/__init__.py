@@ -1,0 +1,1 @@
+"""Environments: where agents are given tasks and scored."""

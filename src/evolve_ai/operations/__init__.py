@@ -1,0 +1,1 @@
+"""Operations compose services and workers into what a command does."""

@@ -1,0 +1,44 @@
+"""Read-only views for ``status`` and ``show``: plain dicts, rendered by the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from evolve_ai.services.registry import Registry
+from evolve_ai.services.workspace import Workspace
+
+
+def status(workspace: Workspace) -> dict[str, Any]:
+    _clean_if_idle(workspace)
+    with Registry.open(workspace.db_path) as registry:
+        return {
+            "root": str(workspace.root),
+            "generation": registry.generation(),
+            "counts": registry.counts(),
+            "fitness": registry.fitness_summary(),
+            "history": registry.history(),
+        }
+
+
+def show(workspace: Workspace, agent_id: str) -> dict[str, Any]:
+    _clean_if_idle(workspace)
+    with Registry.open(workspace.db_path) as registry:
+        agent = registry.find(agent_id)
+        data = registry.genome_bytes(agent["genome_hash"])
+        # Stored genomes were validated on the way in, so plain decoding is safe.
+        agent["genome"] = None if data is None else msgpack.unpackb(data, raw=False)
+        agent["directory"] = str(workspace.agent_dir(agent["id"]))
+        agent["events"] = registry.events_of(agent["id"])
+        return agent
+
+
+def _clean_if_idle(workspace: Workspace) -> None:
+    """Remove an interrupted command's debris, unless another command holds the lock."""
+    if not workspace.is_initialized():
+        return
+    with workspace.try_lock("status") as held:
+        if held:
+            with Registry.open(workspace.db_path) as registry:
+                workspace.clean_debris(registry.living_ids())

@@ -1,0 +1,1 @@
+"""Services with one job each: files, workspace, config, template, registry, logs."""

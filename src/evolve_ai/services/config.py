@@ -1,0 +1,252 @@
+"""``evolve.toml``: the schema (typed, documented, checked), the commented default file, loading.
+
+The schema is the dataclasses below: each field carries its default, a one-line
+doc written into the generated file, and a check. Loading rejects unknown keys,
+wrong types and bad values with one line naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import math
+import os
+import re
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+import tomlkit.exceptions
+from tomlkit.items import Table
+
+from evolve_ai.errors import ConfigError
+
+Check = Callable[[Any], str | None]  # returns what is wrong, or None
+
+PLUGIN_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
+STRATEGIES = ("truncation", "tournament", "threshold", "energy", "none")
+ENVIRONMENTS = ("sequences",)
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def _non_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+def _plugin_of(group: str, builtins: tuple[str, ...]) -> Check:
+    """A check for a plug-in reference: a built-in, a registered entry point, or module:attr."""
+
+    def check(value: Any) -> str | None:
+        if not PLUGIN_RE.match(value):
+            return "must be a name or 'module:attribute'"
+        if ":" in value or value in builtins:
+            return None
+        if value in {ep.name for ep in importlib.metadata.entry_points(group=group)}:
+            return None
+        return f"must be one of {', '.join(builtins)}, an entry point of {group}, or module:attr"
+
+    return check
+
+
+def _plugins(value: Any) -> str | None:
+    bad = next((item for item in value if not PLUGIN_RE.match(item)), None)
+    return None if bad is None else f"has {bad!r}, not a name or 'module:attribute'"
+
+
+def _key(default: Any, doc: str, check: Check | None = None) -> Any:
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: default, metadata={"doc": doc, "check": check})
+    return field(default=default, metadata={"doc": doc, "check": check})
+
+
+@dataclass(frozen=True, slots=True)
+class Population:
+    size: int = _key(100, "number of live agents that selection keeps", _positive)
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    interval: float = _key(1.0, "seconds slept between passes", _non_negative)
+    workers: int = _key(0, "worker processes for chunked work; 0 means the CPU count",
+                        _non_negative)
+    chunk_size: int = _key(100, "agents per chunk of work handed to a worker", _positive)
+    max_running: int = _key(1000, "agent processes alive at once; above it agents take turns",
+                            _positive)
+
+
+@dataclass(frozen=True, slots=True)
+class Supervisor:
+    max_restarts: int = _key(5, "consecutive crashes before an agent is disabled", _non_negative)
+    backoff_initial: float = _key(1.0, "seconds before the first restart after a crash",
+                                  _positive)
+    backoff_max: float = _key(60.0, "ceiling of the restart delay, which doubles per crash",
+                              _positive)
+    stop_timeout: float = _key(5.0, "seconds between the polite stop and the kill", _positive)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    memory_mb: int = _key(256, "address-space limit of each agent process, MiB", _positive)
+    cpu_seconds: int = _key(3600, "CPU-time limit of each agent process, seconds", _positive)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    strategy: str = _key("truncation", "one of " + ", ".join(STRATEGIES) + ", or module:attr",
+                         _plugin_of("evolve_ai.selection", STRATEGIES))
+    every: int = _key(5, "passes per generation (one selection each)", _positive)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    environment: str = _key("sequences", "task environment: 'sequences' or module:attr",
+                            _plugin_of("evolve_ai.environments", ENVIRONMENTS))
+    hooks: tuple[str, ...] = _key((), "module:attr callables notified of every event", _plugins)
+    population: Population = field(default_factory=Population)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    supervisor: Supervisor = field(default_factory=Supervisor)
+    limits: Limits = field(default_factory=Limits)
+    selection: Selection = field(default_factory=Selection)
+
+    @property
+    def workers(self) -> int:
+        """The effective worker count (0 in the file means one per CPU)."""
+        return self.lifecycle.workers or (os.cpu_count() or 1)
+
+    def with_overrides(self, overrides: Mapping[str, Any], source: str) -> Config:
+        """A copy with dotted keys replaced (command-line options), checked like the file."""
+        plain = to_plain(self)
+        for dotted, value in overrides.items():
+            section, _, name = dotted.rpartition(".")
+            (plain[section] if section else plain)[name] = value
+        return from_plain(plain, source)
+
+    def check(self) -> None:
+        if self.supervisor.backoff_max < self.supervisor.backoff_initial:
+            raise ConfigError("supervisor.backoff_max must be >= supervisor.backoff_initial")
+
+
+def _sections() -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory)]
+
+
+def _scalars(cls: type[Any]) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if "doc" in f.metadata]
+
+
+def to_plain(config: Config) -> dict[str, Any]:
+    plain: dict[str, Any] = {f.name: getattr(config, f.name) for f in _scalars(Config)}
+    for section in _sections():
+        plain[section.name] = dataclasses.asdict(getattr(config, section.name))
+    return plain
+
+
+def from_plain(plain: Mapping[str, Any], source: str) -> Config:
+    """Build a Config from nested plain values, checking every key; ConfigError names it."""
+    section_fields = {f.name: f for f in _sections()}
+    section_classes: dict[str, type[Any]] = {
+        f.name: f.default_factory for f in _sections()  # type: ignore[misc]
+    }
+    top: dict[str, Any] = {}
+    for name, value in plain.items():
+        if name in section_fields:
+            cls = section_classes[name]
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: [{name}] must be a table")
+            top[name] = cls(**_checked(cls, value, name + ".", source))
+        else:
+            top[name] = value
+    config = Config(**_checked(Config, {k: v for k, v in top.items()
+                                        if k not in section_fields}, "", source),
+                    **{k: v for k, v in top.items() if k in section_fields})
+    try:
+        config.check()
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return config
+
+
+def _checked(cls: type[Any], values: Mapping[str, Any], prefix: str,
+             source: str) -> dict[str, Any]:
+    fields = {f.name: f for f in _scalars(cls)}
+    hints = typing.get_type_hints(cls)
+    result: dict[str, Any] = {}
+    for name, value in values.items():
+        spec = fields.get(name)
+        if spec is None:
+            raise ConfigError(f"{source}: unknown key '{prefix}{name}'")
+        converted = _convert(hints[name], value)
+        if converted is None:
+            expected = _type_name(hints[name])
+            raise ConfigError(f"{source}: {prefix}{name} must be {expected}, got {value!r}")
+        check: Check | None = spec.metadata["check"]
+        problem = check(converted) if check else None
+        if problem:
+            raise ConfigError(f"{source}: {prefix}{name} {problem}, got {value!r}")
+        result[name] = converted
+    return result
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    if hint is bool:
+        return value if isinstance(value, bool) else None
+    if hint is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok and math.isfinite(value) else None
+    if hint is str:
+        return value if isinstance(value, str) else None
+    if typing.get_origin(hint) is tuple:
+        ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+        return tuple(value) if ok else None
+    raise TypeError(f"unsupported config type {hint!r}")
+
+
+def _type_name(hint: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, "a list of strings")
+
+
+def load(path: Path) -> Config:
+    """Read and check ``path``; a missing file means every default."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from None
+    try:
+        document = tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_plain(document.unwrap(), str(path))
+
+
+def render_default() -> str:
+    """The commented ``evolve.toml`` that the first ``init`` writes: every key, every default."""
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("evolve configuration. Every key is shown with its default value."))
+    doc.add(tomlkit.comment("Command-line options override these; unknown keys are errors."))
+    doc.add(tomlkit.nl())
+    defaults = Config()
+    _add_keys(doc, Config, defaults)
+    for section in _sections():
+        table = tomlkit.table()
+        _add_keys(table, section.default_factory, getattr(defaults, section.name))  # type: ignore[arg-type]
+        doc.add(tomlkit.nl())
+        doc.add(section.name, table)
+    return tomlkit.dumps(doc)
+
+
+def _add_keys(container: tomlkit.TOMLDocument | Table, cls: type[Any], values: Any) -> None:
+    for spec in _scalars(cls):
+        container.add(tomlkit.comment(spec.metadata["doc"]))
+        value = getattr(values, spec.name)
+        container.add(spec.name, list(value) if isinstance(value, tuple) else value)

@@ -1,0 +1,87 @@
+"""structlog set-up: every event as a JSON line in ``logs/evolve.jsonl``, some on the console.
+
+The console shows what the verbosity lets through (``-q`` errors only; without a
+terminal, warnings and up, so cron stays quiet); the file keeps every event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
+class _Sinks:
+    """The last processor: writes the event to the file and, if loud enough, the console."""
+
+    def __init__(self, console_level: int, console_format: str) -> None:
+        self.console_level = console_level
+        self.console_format = console_format
+        self.file: IO[str] | None = None
+        self._console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+
+    def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+        level = LEVELS.get(event.get("level", "info"), 20)
+        if self.file is not None:
+            self.file.write(json.dumps(event, default=str, sort_keys=True) + "\n")
+        if level >= self.console_level:
+            if self.console_format == "json":
+                line = json.dumps(event, default=str, sort_keys=True)
+            else:
+                line = str(self._console(logger, method, dict(event)))
+            print(line, file=sys.stderr, flush=True)
+        raise structlog.DropEvent
+
+
+_sinks: _Sinks | None = None
+
+
+def configure(verbosity: int, console_format: str) -> None:
+    """verbosity: -1 quiet, 0 normal, 1 verbose."""
+    global _sinks
+    if verbosity < 0:
+        level = logging.ERROR
+    elif verbosity > 0:
+        level = logging.DEBUG
+    else:
+        level = logging.INFO if sys.stderr.isatty() else logging.WARNING
+    _sinks = _Sinks(level, console_format)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _sinks,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.DEBUG if verbosity > 0 else logging.INFO),
+        cache_logger_on_first_use=False,
+    )
+
+
+def attach_file(path: Path) -> None:
+    """Start appending every event to ``path`` (line-buffered, so a crash loses no line)."""
+    if _sinks is None:
+        configure(0, "console")
+    assert _sinks is not None
+    if _sinks.file is not None:
+        _sinks.file.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _sinks.file = path.open("a", encoding="utf-8", buffering=1)
+
+
+def detach_file() -> None:
+    if _sinks is not None and _sinks.file is not None:
+        _sinks.file.close()
+        _sinks.file = None
+
+
+def get_logger(**context: Any) -> Any:
+    return structlog.get_logger().bind(**context)

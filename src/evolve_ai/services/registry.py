@@ -1,0 +1,240 @@
+"""The registry: SQLite (WAL) at ``workspace/evolve.db``, the global listing of agents.
+
+One connection per process; every write is one explicit transaction, so a
+crash leaves the database as of the last commit. The schema is versioned with
+``PRAGMA user_version`` and migrated forward on open.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from evolve_ai.core.records import STATUSES, AgentRecord, Event
+from evolve_ai.errors import UnknownAgent, WorkspaceError
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the listing, genomes by hash, events, per-generation history, small meta map
+    """
+    CREATE TABLE agents (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL CHECK (status IN ('active', 'disabled', 'quarantined', 'dead')),
+        reason TEXT,
+        generation INTEGER NOT NULL,
+        parent TEXT,
+        genome_hash TEXT NOT NULL,
+        code_hash TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        active_files INTEGER NOT NULL DEFAULT 0,
+        active_functions INTEGER NOT NULL DEFAULT 0,
+        fitness REAL,
+        evaluations INTEGER NOT NULL DEFAULT 0,
+        restarts INTEGER NOT NULL DEFAULT 0,
+        process TEXT NOT NULL DEFAULT 'stopped',
+        pid INTEGER,
+        pid_started REAL
+    );
+    CREATE INDEX agents_status ON agents (status);
+    CREATE INDEX agents_parent ON agents (parent);
+    CREATE TABLE genomes (hash TEXT PRIMARY KEY, data BLOB NOT NULL);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL,
+        agent TEXT,
+        generation INTEGER NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_agent ON events (agent);
+    CREATE TABLE generations (
+        generation INTEGER PRIMARY KEY,
+        time REAL NOT NULL,
+        mean REAL,
+        max REAL,
+        population INTEGER NOT NULL,
+        births INTEGER NOT NULL,
+        deaths INTEGER NOT NULL
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('generation', '0');
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+AGENT_COLUMNS = (
+    "id, status, reason, generation, parent, genome_hash, code_hash, created, updated, "
+    "active_files, active_functions, fitness, evaluations, restarts, process, pid"
+)
+
+
+class Registry:
+    """The workspace database; use ``Registry.open`` and close it (or use ``with``)."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = False) -> Registry:
+        if not create and not path.exists():
+            raise WorkspaceError(
+                f"no evolve workspace here ({path} is missing): run 'evolve init N' first"
+            )
+        try:
+            connection = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode = WAL")
+            # FULL: a committed pass survives power loss, at one fsync per commit.
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            registry = cls(connection, path)
+            registry._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise WorkspaceError(f"{path}: not a usable evolve database: {exc}") from None
+        return registry
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise WorkspaceError(
+                f"{self.path}: schema version {version} is newer than this evolve "
+                f"({SCHEMA_VERSION}); upgrade evolve"
+            )
+        for index in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                for statement in _statements(MIGRATIONS[index]):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {index + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- reads -------------------------------------------------------------
+
+    def generation(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0])
+
+    def agents_ever(self) -> int:
+        """How many agents were ever created here (the dead included)."""
+        return int(self._db.execute("SELECT count(*) FROM agents").fetchone()[0])
+
+    def living_ids(self) -> set[str]:
+        """Ids of agents whose directory should exist (every status but dead)."""
+        rows = self._db.execute("SELECT id FROM agents WHERE status != 'dead'")
+        return {row[0] for row in rows}
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys((*STATUSES, "running"), 0)
+        for status, number in self._db.execute(
+            "SELECT status, count(*) FROM agents GROUP BY status"
+        ):
+            counts[status] = number
+        counts["running"] = int(self._db.execute(
+            "SELECT count(*) FROM agents WHERE process = 'running' AND status = 'active'"
+        ).fetchone()[0])
+        return counts
+
+    def fitness_summary(self) -> dict[str, float | None]:
+        row = self._db.execute(
+            "SELECT avg(fitness), max(fitness) FROM agents "
+            "WHERE status = 'active' AND fitness IS NOT NULL"
+        ).fetchone()
+        return {"mean": row[0], "max": row[1]}
+
+    def history(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT generation, mean, max, population, births, deaths "
+            "FROM generations ORDER BY generation"
+        )
+        return [dict(row) for row in rows]
+
+    def find(self, prefix: str) -> dict[str, Any]:
+        """The agent whose id is ``prefix`` or uniquely starts with it."""
+        if not prefix or any(c not in "0123456789abcdef-" for c in prefix.lower()):
+            raise UnknownAgent(f"no agent {prefix!r}: ids are UUIDs")
+        rows = self._db.execute(
+            f"SELECT {AGENT_COLUMNS} FROM agents WHERE id >= ? AND id < ? LIMIT 2",
+            (prefix.lower(), prefix.lower() + "\x7f"),
+        ).fetchall()
+        if not rows:
+            raise UnknownAgent(f"no agent {prefix!r}")
+        if len(rows) > 1:
+            raise UnknownAgent(f"{prefix!r} matches more than one agent; give more of the id")
+        return dict(rows[0])
+
+    def genome_bytes(self, genome_hash: str) -> bytes | None:
+        row = self._db.execute("SELECT data FROM genomes WHERE hash = ?", (genome_hash,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def events_of(self, agent: str, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT time, kind, generation, data FROM events WHERE agent = ? "
+            "ORDER BY id DESC LIMIT ?", (agent, limit),
+        )
+        return [{**dict(row), "data": json.loads(row["data"])} for row in rows][::-1]
+
+    # -- writes ------------------------------------------------------------
+
+    def add_agents(
+        self,
+        records: Sequence[AgentRecord],
+        genomes: Iterable[tuple[str, bytes]],
+        events: Iterable[Event],
+    ) -> None:
+        """List new agents, keep their genomes and log their events: all or nothing."""
+        now = time.time()
+        generation = self.generation()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO genomes (hash, data) VALUES (?, ?)", genomes
+            )
+            db.executemany(
+                "INSERT INTO agents (id, status, generation, parent, genome_hash, code_hash, "
+                "created, updated, active_files, active_functions) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.id, r.status, r.generation, r.parent, r.genome_hash, r.code_hash,
+                  r.created, now, r.active_files, r.active_functions) for r in records],
+            )
+            self._insert_events(events, generation)
+            living = db.execute("SELECT count(*) FROM agents WHERE status != 'dead'").fetchone()[0]
+            db.execute(
+                "INSERT INTO generations (generation, time, population, births, deaths) "
+                "VALUES (?, ?, ?, ?, 0) ON CONFLICT (generation) DO UPDATE SET "
+                "population = excluded.population, births = births + excluded.births",
+                (generation, now, living, len(records)),
+            )
+
+    def _insert_events(self, events: Iterable[Event], generation: int) -> None:
+        self._db.executemany(
+            "INSERT INTO events (time, kind, agent, generation, data) VALUES (?, ?, ?, ?, ?)",
+            [(e.time, e.kind, e.agent, generation, json.dumps(dict(e.data), sort_keys=True))
+             for e in events],
+        )
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit on its own)."""
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,88 @@
+"""The agent template on disk: where the bundled one lives, reading, installing, cataloguing."""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import shutil
+from pathlib import Path
+
+import msgpack
+
+from evolve_ai.core.catalogue import WIRING_PATHS, Catalogue, build_catalogue
+from evolve_ai.errors import TemplateError
+from evolve_ai.services.files import atomic_write
+
+MAX_TEMPLATE_BYTES = 64 * 1024 * 1024
+SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".venv", ".mypy_cache", ".ruff_cache",
+                          ".pytest_cache", "build", "dist"})
+SKIPPED_SUFFIXES = (".pyc", ".pyo")
+
+
+def bundled_template() -> Path:
+    """The default template: package data in a wheel, or the checkout's top-level copy."""
+    packaged = Path(str(importlib.resources.files("evolve_ai") / "_template"))
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parents[3] / "agent_template"
+    if checkout.is_dir():
+        return checkout
+    raise TemplateError("the bundled agent template is missing from this installation")
+
+
+def read_template(directory: Path) -> dict[str, bytes]:
+    """Every file of the template as relative path -> bytes (caches and wiring left out)."""
+    if not directory.is_dir():
+        raise TemplateError(f"template {directory} is not a directory")
+    files: dict[str, bytes] = {}
+    total = 0
+    for current, dirnames, filenames in os.walk(directory):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS
+                             and not d.endswith(".egg-info"))
+        for name in sorted(filenames):
+            if name.endswith(SKIPPED_SUFFIXES) or name == "genome.bin":
+                continue
+            path = Path(current) / name
+            relative = path.relative_to(directory).as_posix()
+            if relative in WIRING_PATHS:
+                continue
+            if not path.is_file():
+                raise TemplateError(f"template {directory}: {relative} is not a regular file")
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise TemplateError(
+                    f"template {directory}: cannot read {relative}: {exc}"
+                ) from None
+            total += len(data)
+            if total > MAX_TEMPLATE_BYTES:
+                raise TemplateError(f"template {directory} is over {MAX_TEMPLATE_BYTES} bytes")
+            files[relative] = data
+    return files
+
+
+def load(directory: Path) -> tuple[dict[str, bytes], Catalogue]:
+    """Read and catalogue a template; TemplateError names the template and the file."""
+    files = read_template(directory)
+    try:
+        return files, build_catalogue(files)
+    except TemplateError as exc:
+        raise TemplateError(f"template {directory}: {exc}") from None
+
+
+def install(files: dict[str, bytes], destination: Path) -> None:
+    """Copy a read template to ``destination`` (built aside, then renamed into place)."""
+    staging = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    for relative, data in files.items():
+        path = staging / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    os.replace(staging, destination)
+
+
+def publish_catalogue(catalogue: Catalogue, commons: Path) -> None:
+    """Write the catalogue where agents can read it (``workspace/commons/catalogue.msgpack``)."""
+    commons.mkdir(parents=True, exist_ok=True)
+    atomic_write(commons / "catalogue.msgpack",
+                 msgpack.packb(catalogue.to_plain(), use_bin_type=True))

@@ -1,0 +1,186 @@
+"""The workspace on disk (DESIGN §1): paths, layout, the lock, and debris cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from evolve_ai.errors import LockHeld, WorkspaceError
+
+# Commands that hold the lock only for a moment; a long holder is refused at once.
+BRIEF_HOLDERS = frozenset({"status", "show", "maintenance"})
+BRIEF_WAIT = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    root: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "evolve.toml"
+
+    @property
+    def template_dir(self) -> Path:
+        return self.root / "agent_template"
+
+    @property
+    def agents_dir(self) -> Path:
+        return self.root / "agents"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def agent_logs_dir(self) -> Path:
+        return self.logs_dir / "agents"
+
+    @property
+    def init_log(self) -> Path:
+        return self.logs_dir / "initialization_log.txt"
+
+    @property
+    def events_log(self) -> Path:
+        return self.logs_dir / "evolve.jsonl"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "workspace"
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "evolve.db"
+
+    @property
+    def commons_dir(self) -> Path:
+        return self.state_dir / "commons"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.state_dir / "evolve.lock"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where agents are built before they are moved, complete, into ``agents/``."""
+        return self.state_dir / "staging"
+
+    def agent_dir(self, agent_id: str) -> Path:
+        return self.agents_dir / agent_id
+
+    def is_initialized(self) -> bool:
+        return self.db_path.is_file()
+
+    def ensure_layout(self) -> None:
+        try:
+            for directory in (self.agents_dir, self.agent_logs_dir, self.commons_dir,
+                              self.staging_dir):
+                directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkspaceError(f"cannot create the workspace in {self.root}: {exc}") from None
+
+    @contextlib.contextmanager
+    def lock(self, role: str) -> Iterator[None]:
+        """Hold ``workspace/evolve.lock`` (flock: released by the kernel even on kill -9).
+
+        A holder doing brief work (``status`` cleaning debris) is waited for a
+        moment; a long one (``life-cycle``, ``init``) is refused at once: LockHeld.
+        """
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            deadline = time.monotonic() + BRIEF_WAIT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    holder = _read_holder(fd)
+                    if holder[0] not in BRIEF_HOLDERS or time.monotonic() > deadline:
+                        who = f"{holder[0]} (pid {holder[1]})" if holder[1] else "another evolve"
+                        raise LockHeld(
+                            f"workspace {self.root} is in use by {who}; "
+                            f"lock: {self.lock_path}"
+                        ) from None
+                    time.sleep(0.05)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{role} {os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def try_lock(self, role: str) -> Iterator[bool]:
+        """Like ``lock`` but yields False instead of waiting or failing."""
+        if not self.state_dir.is_dir():
+            yield False
+            return
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{role} {os.getpid()}\n".encode(), 0)
+            yield True
+        finally:
+            os.close(fd)
+
+    def clean_debris(self, living: set[str]) -> int:
+        """Remove what an interrupted command left: staging areas and unlisted agent dirs.
+
+        Call only under the lock. Only entries named like agent ids are touched
+        in ``agents/``, so a stray user file there is never removed.
+        """
+        removed = 0
+        if self.staging_dir.is_dir():
+            for entry in self.staging_dir.iterdir():
+                _remove(entry)
+                removed += 1
+        if self.agents_dir.is_dir():
+            for entry in self.agents_dir.iterdir():
+                if entry.name not in living and _is_agent_id(entry.name):
+                    _remove(entry)
+                    removed += 1
+        return removed
+
+
+def _read_holder(fd: int) -> tuple[str, int]:
+    try:
+        role, pid = os.pread(fd, 200, 0).decode().split()
+        return role, int(pid)
+    except (ValueError, UnicodeDecodeError):
+        return "", 0
+
+
+def _is_agent_id(name: str) -> bool:
+    try:
+        return str(uuid.UUID(name)) == name
+    except ValueError:
+        return False
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def resolve_root(root: str | None) -> Workspace:
+    """The workspace named by --root, else $EVOLVE_ROOT, else the current directory."""
+    chosen = root or os.environ.get("EVOLVE_ROOT") or os.getcwd()
+    path = Path(chosen).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise WorkspaceError(f"--root {path} is not a directory")
+    return Workspace(path)

@@ -1,0 +1,1 @@
+"""Chunk workers: plain functions of picklable arguments, run on the process pool."""

@@ -1,0 +1,289 @@
+"""The template's genetics: codec, operators, policy, atomic writes."""
+
+import math
+import random
+from pathlib import Path
+
+import msgpack
+import pytest
+from agent import genetics
+from agent.genetics import Genome, Trial
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.template.template_helpers import evolvable_genes, genome_for
+
+GENES = evolvable_genes()
+
+
+def _flags(genome: Genome) -> dict[tuple[str, str | None], bool]:
+    return genetics._flags(genome)
+
+
+def _structure(genome: Genome) -> dict[str, set[str]]:
+    return {f["path"]: set(f["functions"]) for f in genome["files"]}
+
+
+def _assert_valid(genome: Genome | None) -> Genome:
+    assert genome is not None
+    assert genetics.decode_genome(genetics.encode_genome(genome)) == genome
+    return genome
+
+
+def _random_genome(seed: int) -> Genome:
+    rng = random.Random(seed)
+    return genome_for([gene for gene in GENES if rng.random() < 0.4])
+
+
+@pytest.fixture
+def genome_file(tmp_path: Path) -> Path:
+    path = tmp_path / "genome.bin"
+    genetics.write_genome(path, genome_for(["arithmetic.constant_difference"]))
+    return path
+
+
+# --- codec ------------------------------------------------------------------
+
+
+def test_encoding_is_canonical() -> None:
+    genome = _random_genome(1)
+    shuffled = Genome(
+        schema=1,
+        files=[
+            genetics.FileGene(
+                path=f["path"],
+                active=f["active"],
+                functions=dict(reversed(list(f["functions"].items()))),
+            )
+            for f in reversed(genome["files"])
+        ],
+        mutations=0,
+        state={"b": 1, "a": {"y": 2, "x": 3}},
+    )
+    genome["state"] = {"a": {"x": 3, "y": 2}, "b": 1}
+    assert genetics.encode_genome(genome) == genetics.encode_genome(shuffled)
+
+
+def test_decoding_matches_the_design_format() -> None:
+    raw = {
+        "schema": 1,
+        "files": [{"path": "src/agent/x.py", "active": True, "functions": {"f": False}}],
+        "mutations": 3,
+        "state": {"rate": 0.1},
+    }
+    genome = genetics.decode_genome(msgpack.packb(raw, use_bin_type=True))
+    assert genome == raw
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"schema": 2},
+        {"schema": True},
+        {"mutations": -1},
+        {"files": [{"path": "/abs.py", "active": True, "functions": {}}]},
+        {"files": [{"path": "src/../x.py", "active": True, "functions": {}}]},
+        {"files": [{"path": "src/agent/x.py", "active": 1, "functions": {}}]},
+        {"files": [{"path": "src/agent/x.py", "active": True, "functions": {"f": 1}}]},
+        {"files": [{"path": "src/agent/x.py", "active": True, "functions": {"_f": True}}]},
+        {"state": {"deep": [[[[[[[[[[[0]]]]]]]]]]]}},
+    ],
+)
+def test_invalid_genomes_are_rejected(change: dict[str, object]) -> None:
+    raw = {"schema": 1, "files": [], "mutations": 0, "state": {}} | change
+    assert genetics.decode_genome(msgpack.packb(raw, use_bin_type=True)) is None
+
+
+@pytest.mark.parametrize("data", [b"", b"\xc1", b"garbage", b"\x93\x01\x02\x03", b"\x00" * 100])
+def test_garbage_bytes_are_rejected(data: bytes) -> None:
+    assert genetics.decode_genome(data) is None
+
+
+def test_oversized_genome_is_rejected() -> None:
+    assert genetics.decode_genome(b"\x00" * (genetics.MAX_BYTES + 1)) is None
+
+
+# --- operators --------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), rate=st.floats(0.0, 1.0))
+def test_flip_functions_keeps_the_genome_valid(seed: int, rate: float) -> None:
+    genome = _random_genome(seed)
+    mutant = _assert_valid(genetics.flip_functions(genome, random.Random(seed), rate))
+    assert _structure(mutant) == _structure(genome)
+    changed = genetics.changes(genome, mutant)
+    assert changed, "a mutation must change something"
+    assert all(name is not None for _, name, _ in changed), "only function flags flip"
+
+
+def test_toggle_module_flips_exactly_one_module() -> None:
+    genome = _random_genome(2)
+    mutant = _assert_valid(genetics.toggle_module(genome, random.Random(2)))
+    changed = genetics.changes(genome, mutant)
+    assert len(changed) == 1
+    assert changed[0][1] is None
+
+
+def test_recombination_takes_each_file_from_one_parent() -> None:
+    mother, father = _random_genome(3), _random_genome(4)
+    allowed = genetics.allowed_genes(mother, {})
+    children = [genetics.recombine(mother, father, random.Random(s), allowed) for s in range(30)]
+    by_path = {
+        parent: {f["path"]: f for f in genome["files"]}
+        for parent, genome in (("mother", mother), ("father", father))
+    }
+    from_father = 0
+    for child in children:
+        _assert_valid(child)
+        assert _structure(child) == _structure(mother)
+        for gene in child["files"]:
+            assert gene in (by_path["mother"][gene["path"]], by_path["father"][gene["path"]])
+            from_father += gene != by_path["mother"][gene["path"]]
+    assert from_father > 0
+
+
+def test_recombination_never_imports_foreign_genes() -> None:
+    mine = genome_for(["arithmetic.constant_difference"])
+    peer = genome_for(["arithmetic.constant_difference"])
+    peer["files"].append(
+        genetics.FileGene(path="src/agent/evil.py", active=True, functions={"x": True})
+    )
+    peer["files"][0]["functions"]["smuggled"] = True
+    allowed = genetics.allowed_genes(mine, {})
+    for seed in range(20):
+        child = genetics.recombine(mine, peer, random.Random(seed), allowed)
+        assert _structure(child) == _structure(mine)
+
+
+def test_uptake_adds_catalogue_genes_switched_off() -> None:
+    genome = genome_for(["arithmetic.constant_difference"])
+    catalogue = {
+        "src/agent/arithmetic.py": ("constant_difference", "average_step", "newer"),
+        "src/agent/novel.py": ("fresh",),
+    }
+    taken = _assert_valid(genetics.uptake(genome, catalogue))
+    flags = _flags(taken)
+    assert flags["src/agent/arithmetic.py", "newer"] is False
+    assert flags["src/agent/novel.py", None] is False
+    assert flags["src/agent/novel.py", "fresh"] is False
+    assert flags["src/agent/arithmetic.py", "constant_difference"] is True
+    assert {k: v for k, v in flags.items() if k in _flags(genome)} == _flags(genome)
+
+
+def test_catalogue_is_read_and_garbage_is_no_information(tmp_path: Path) -> None:
+    path = tmp_path / genetics.CATALOGUE_FILE
+    good = {"files": [{"path": "src/agent/a.py", "functions": ["f", "g"]}], "core": ["x"]}
+    path.write_bytes(msgpack.packb(good, use_bin_type=True))
+    assert genetics.read_catalogue(tmp_path) == {"src/agent/a.py": ("f", "g")}
+    for garbage in (b"\xc1junk", msgpack.packb({"files": [{"path": "../a.py", "functions": []}]})):
+        path.write_bytes(garbage)
+        assert genetics.read_catalogue(tmp_path) == {}
+    assert genetics.read_catalogue(tmp_path / "missing") == {}
+    assert genetics.read_catalogue(None) == {}
+
+
+def test_rate_adapts_within_bounds() -> None:
+    rate = genetics.INITIAL_RATE
+    assert genetics.adapt_rate(rate, success=True) > rate > genetics.adapt_rate(rate, False)
+    for _ in range(100):
+        rate = genetics.adapt_rate(rate, success=False)
+    assert rate == genetics.MIN_RATE
+    for _ in range(100):
+        rate = genetics.adapt_rate(rate, success=True)
+    assert rate == genetics.MAX_RATE
+
+
+# --- policy -----------------------------------------------------------------
+
+
+def _policy(path: Path, commons: Path | None = None) -> genetics.Policy:
+    return genetics.Policy(path, commons, random.Random(0), patience=2)
+
+
+def _feed(policy: genetics.Policy, *fitness: float) -> list[bool]:
+    return [policy.observe(f) for f in fitness]
+
+
+def test_policy_waits_then_mutates(genome_file: Path) -> None:
+    before = genetics.read_genome(genome_file)
+    assert _feed(_policy(genome_file), 0.5, 0.5) == [False, True]
+    after = _assert_valid(genetics.read_genome(genome_file))
+    assert before is not None
+    assert after["mutations"] == 1
+    assert genetics.changes(before, after)
+    trial = Trial.from_state(after["state"]["trial"])
+    assert trial is not None
+    assert trial.baseline == 0.5
+
+
+def test_policy_reverts_a_mutation_that_hurt(genome_file: Path) -> None:
+    original = genetics.read_genome(genome_file)
+    _feed(_policy(genome_file), 0.5, 0.5)
+    # A fresh policy: the agent was restarted after it rewrote its genome.
+    assert _feed(_policy(genome_file), 0.2, 0.2) == [False, True]
+    reverted = _assert_valid(genetics.read_genome(genome_file))
+    assert original is not None
+    assert _flags(reverted) == _flags(original)
+    assert "trial" not in reverted["state"]
+    assert reverted["mutations"] == 2
+    assert reverted["state"]["rate"] < genetics.INITIAL_RATE
+
+
+def test_policy_keeps_a_mutation_that_helped(genome_file: Path) -> None:
+    policy = _policy(genome_file)
+    _feed(policy, 0.5, 0.5)
+    mutant = genetics.read_genome(genome_file)
+    _feed(policy, 0.8, 0.8)
+    kept = _assert_valid(genetics.read_genome(genome_file))
+    assert mutant is not None
+    trial = Trial.from_state(kept["state"]["trial"])
+    assert trial is not None
+    assert trial.baseline == 0.8
+    # The new trial starts from the kept mutant: undoing it gives the mutant back.
+    assert _flags(genetics.apply_changes(kept, trial.undo)) == _flags(mutant)
+    assert kept["state"]["rate"] > genetics.INITIAL_RATE
+
+
+def test_policy_ignores_non_finite_fitness(genome_file: Path) -> None:
+    before = genome_file.read_bytes()
+    assert _feed(_policy(genome_file), math.nan, math.inf, -math.inf) == [False] * 3
+    assert genome_file.read_bytes() == before
+
+
+def test_policy_never_overwrites_an_unreadable_genome(tmp_path: Path) -> None:
+    path = tmp_path / "genome.bin"
+    path.write_bytes(b"not a genome")
+    assert _feed(_policy(path), 0.1, 0.1) == [False, False]
+    assert path.read_bytes() == b"not a genome"
+
+
+def test_policy_recombines_with_published_elites(tmp_path: Path) -> None:
+    commons = tmp_path / "commons"
+    (commons / genetics.ELITE_DIR).mkdir(parents=True)
+    genetics.write_genome(commons / genetics.ELITE_DIR / "best.bin", genome_for(GENES))
+    path = tmp_path / "agent" / "genome.bin"
+    path.parent.mkdir()
+    # At the lowest rate a bit-flip or a toggle changes one or two flags;
+    # only crossover with the all-on elite switches many on at once.
+    start = genetics._with_state(genome_for([]), rate=genetics.MIN_RATE)
+    sizes = []
+    for seed in range(40):
+        genetics.write_genome(path, start)
+        genetics.Policy(path, commons, random.Random(seed), patience=1).observe(0.5)
+        child = _assert_valid(genetics.read_genome(path))
+        sizes.append(len(genetics.changes(start, child)))
+    assert max(sizes) > 4
+    assert sorted(sizes)[len(sizes) // 2] <= 2
+
+
+def test_many_writes_stay_atomic_and_touch_only_genome_bin(genome_file: Path) -> None:
+    policy = genetics.Policy(genome_file, None, random.Random(3), patience=1)
+    rng = random.Random(4)
+    for _ in range(200):
+        policy.observe(rng.random())
+        _assert_valid(genetics.read_genome(genome_file))
+    assert [p.name for p in genome_file.parent.iterdir()] == ["genome.bin"]
+    final = genetics.read_genome(genome_file)
+    assert final is not None
+    assert final["mutations"] >= 100
+    assert _structure(final) == _structure(genome_for([]))
