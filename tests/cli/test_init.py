@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -275,7 +276,7 @@ def test_the_agent_runtime_answers_tasks(tmp_path: Path) -> None:
     assert run_evolve(tmp_path, "init", "5", "--seed", "1").returncode == 0
     for agent in agent_dirs(tmp_path):
         proc = subprocess.run(
-            [os.sys.executable, "-m", "agent.main"],  # type: ignore[attr-defined]
+            [sys.executable, "-m", "agent.main"],
             input=(b'{"type": "task", "id": "t1", "data": [2, 4, 6, 8, 10, 12]}\n'
                    b"garbage\n"
                    b'{"type": "task", "id": "t2", "data": [1, 1, 2, 3, 5, 8, 13]}\n'
@@ -289,3 +290,42 @@ def test_the_agent_runtime_answers_tasks(tmp_path: Path) -> None:
         answers = {m["id"]: m for m in messages if m["type"] == "answer"}
         assert set(answers) == {"t1", "t2"}
         assert all(isinstance(a["value"], int | None) for a in answers.values())
+
+
+def test_progress_bar_on_a_terminal_and_silence_with_q(tmp_path: Path, template: Path) -> None:
+    """On a TTY, init draws a progress bar on stderr; -q keeps it silent."""
+    import pty
+
+    outputs = []
+    for quiet in (False, True):
+        leader, follower = pty.openpty()
+        root = tmp_path / ("quiet" if quiet else "loud")
+        args = [*evolve_command(), "--root", str(root), *(["-q"] if quiet else []),
+                "init", "300", "--template", str(template)]
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=follower)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        os.close(leader)
+        assert proc.wait(timeout=60) == 0
+        assert proc.stdout is not None
+        outputs.append((b"".join(chunks), proc.stdout.read()))
+    loud, quiet_run = outputs
+    assert b"building agents" in loud[0]
+    assert b"created 300 agents" in loud[1]
+    assert quiet_run == (b"", b"")
+
+
+def test_python_dash_m_is_the_same_command(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "evolve_ai", "--version"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    assert result.stdout.startswith("evolve, version ")
