@@ -15,6 +15,7 @@ import click
 from evolve_ai.errors import EvolveError
 from evolve_ai.operations import inspect
 from evolve_ai.operations.initiate import MAX_AGENTS_PER_INIT, initiate_project
+from evolve_ai.operations.lifecycle import RunOptions, run_life_cycle
 from evolve_ai.services import logs
 from evolve_ai.services.workspace import Workspace, resolve_root
 
@@ -68,6 +69,35 @@ def init(state: _State, count: int, template: Path | None, seed: int | None,
     if not state.quiet:
         click.echo(f"created {len(result.created)} agents in {result.seconds:.2f}s "
                    f"({result.total_living} living) in {state.workspace().root}")
+
+
+@cli.command("life-cycle")
+@click.option("--once", is_flag=True, help="Run one pass, then stop every agent and exit.")
+@click.option("--generations", type=click.IntRange(1), metavar="N",
+              help="Stop after N generations (selections).")
+@click.option("--interval", type=click.FloatRange(0), metavar="SECONDS",
+              help="Seconds between passes (default: lifecycle.interval).")
+@click.option("--workers", type=click.IntRange(1, 1024),
+              help="Worker processes (default: lifecycle.workers).")
+@click.option("--seed", type=int, help="Seed for the orchestrator's own choices (tasks, ...).")
+@click.pass_obj
+def life_cycle(state: _State, once: bool, generations: int | None, interval: float | None,
+               workers: int | None, seed: int | None) -> None:
+    """Supervise, evaluate and select, pass after pass, until SIGINT/SIGTERM."""
+    if once and generations is not None:
+        raise click.UsageError("--once and --generations cannot be used together")
+    overrides: dict[str, Any] = {}
+    if interval is not None:
+        overrides["lifecycle.interval"] = interval
+    if workers is not None:
+        overrides["lifecycle.workers"] = workers
+    with _errors(state):
+        summary = run_life_cycle(state.workspace(),
+                                 RunOptions(once=once, generations=generations, seed=seed),
+                                 overrides)
+    if not state.quiet and sys.stdout.isatty():
+        click.echo(f"stopped ({summary.stopped_by}) after {summary.passes} passes, "
+                   f"generation {summary.generations}")
 
 
 @cli.command()

@@ -78,6 +78,8 @@ class Lifecycle:
     chunk_size: int = _key(100, "agents per chunk of work handed to a worker", _positive)
     max_running: int = _key(1000, "agent processes alive at once; above it agents take turns",
                             _positive)
+    turn_passes: int = _key(3, "passes an agent runs before yielding its place (max_running)",
+                            _positive)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +90,25 @@ class Supervisor:
     backoff_max: float = _key(60.0, "ceiling of the restart delay, which doubles per crash",
                               _positive)
     stop_timeout: float = _key(5.0, "seconds between the polite stop and the kill", _positive)
+    hello_timeout: float = _key(10.0, "seconds a started agent has to say hello", _positive)
+    stable_after: float = _key(10.0, "seconds of running that reset the crash count", _positive)
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     memory_mb: int = _key(256, "address-space limit of each agent process, MiB", _positive)
     cpu_seconds: int = _key(3600, "CPU-time limit of each agent process, seconds", _positive)
+    open_files: int = _key(64, "open-file limit of each agent process", _positive)
+    file_size_mb: int = _key(16, "largest file an agent process may write, MiB", _positive)
+    processes: int = _key(8, "processes an agent may run at once (its own included)", _positive)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    tasks_per_pass: int = _key(4, "tasks sent to each running agent per pass", _non_negative)
+    window: int = _key(32, "most recent scores that make an agent's fitness", _positive)
+    answer_timeout: float = _key(2.0, "seconds an agent has to answer a task", _positive)
+    energy_cost: float = _key(0.01, "fitness lost per expressed function gene", _non_negative)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +123,13 @@ class Config:
     environment: str = _key("sequences", "task environment: 'sequences' or module:attr",
                             _plugin_of("evolve_ai.environments", ENVIRONMENTS))
     hooks: tuple[str, ...] = _key((), "module:attr callables notified of every event", _plugins)
+    hook_timeout: float = _key(2.0, "seconds a hook may take before it is abandoned", _positive)
     population: Population = field(default_factory=Population)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     supervisor: Supervisor = field(default_factory=Supervisor)
     limits: Limits = field(default_factory=Limits)
     selection: Selection = field(default_factory=Selection)
+    evaluation: Evaluation = field(default_factory=Evaluation)
 
     @property
     def workers(self) -> int:

@@ -60,8 +60,8 @@ def configure(verbosity: int, console_format: str) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _sinks,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if verbosity > 0 else logging.INFO),
+        # Every event reaches the sinks: the file keeps all, the console filters.
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         cache_logger_on_first_use=False,
     )
 

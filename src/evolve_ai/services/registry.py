@@ -64,11 +64,24 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     INSERT INTO meta (key, value) VALUES ('generation', '0');
     """,
+    # 2: structural metrics per agent (life cycle)
+    """
+    ALTER TABLE agents ADD COLUMN lines INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE agents ADD COLUMN complexity INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE agents ADD COLUMN mutations INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 AGENT_COLUMNS = (
     "id, status, reason, generation, parent, genome_hash, code_hash, created, updated, "
-    "active_files, active_functions, fitness, evaluations, restarts, process, pid"
+    "active_files, active_functions, lines, complexity, mutations, fitness, evaluations, "
+    "restarts, process, pid"
+)
+# What a pass may change about an agent, in the order AgentUpdate lists them.
+UPDATE_COLUMNS = (
+    "status", "reason", "genome_hash", "code_hash", "active_files", "active_functions",
+    "lines", "complexity", "mutations", "fitness", "evaluations", "restarts", "process",
+    "pid", "pid_started",
 )
 
 
@@ -184,6 +197,49 @@ class Registry:
         if len(rows) > 1:
             raise UnknownAgent(f"{prefix!r} matches more than one agent; give more of the id")
         return dict(rows[0])
+
+    def living_agents(self) -> list[dict[str, Any]]:
+        """Every agent that is not dead, with what the life cycle resumes from."""
+        rows = self._db.execute(
+            f"SELECT {AGENT_COLUMNS}, pid_started FROM agents WHERE status != 'dead' "
+            "ORDER BY created, id"
+        )
+        return [dict(row) for row in rows]
+
+    def stale_processes(self) -> list[tuple[str, int, float | None]]:
+        """Agents recorded with a process, as a crashed life cycle may have left them."""
+        rows = self._db.execute("SELECT id, pid, pid_started FROM agents WHERE pid IS NOT NULL")
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    def save_pass(
+        self,
+        updates: Sequence[tuple[str, tuple[Any, ...]]],
+        genomes: Iterable[tuple[str, bytes]],
+        events: Sequence[Event],
+        generations: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """One pass's changes in one transaction: agents, new genomes, events, history."""
+        now = time.time()
+        assignments = ", ".join(f"{column} = ?" for column in UPDATE_COLUMNS)
+        with self.transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO genomes (hash, data) VALUES (?, ?)", genomes)
+            db.executemany(
+                f"UPDATE agents SET {assignments}, updated = ? WHERE id = ?",
+                [(*values, now, agent_id) for agent_id, values in updates],
+            )
+            generation = self.generation()
+            for row in generations:
+                db.execute(
+                    "INSERT INTO generations (generation, time, mean, max, population, births, "
+                    "deaths) VALUES (:generation, :time, :mean, :max, :population, :births, "
+                    ":deaths) ON CONFLICT (generation) DO UPDATE SET time = excluded.time, "
+                    "mean = excluded.mean, max = excluded.max, population = excluded.population, "
+                    "births = excluded.births, deaths = excluded.deaths",
+                    {"time": now, **row},
+                )
+                generation = max(generation, int(row["generation"]))
+            db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
+            self._insert_events(events, generation)
 
     def genome_bytes(self, genome_hash: str) -> bytes | None:
         row = self._db.execute("SELECT data FROM genomes WHERE hash = ?", (genome_hash,)).fetchone()

@@ -1,0 +1,321 @@
+"""Scan, validate and sync a chunk of agents (pass stages 1-3), in a pool worker.
+
+For each agent: stat every file (fast path: size, mtime_ns, inode unchanged
+means the digest from the last scan still holds), rehash only what changed,
+decode and validate the genome, check business files against the template
+manifest, regenerate the wiring when it no longer matches the genome, compile
+the active modules into the orchestrator's pycache, and compute the code hash
+and structural metrics. Nothing here imports or runs agent code, and nothing
+writes a genome or a business file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from evolve_ai.core import genome as genome_codec
+from evolve_ai.core import metrics as metrics_core
+from evolve_ai.core import wiring
+from evolve_ai.core.catalogue import WIRING_PATHS, Catalogue
+from evolve_ai.core.fingerprint import code_hash, hash_bytes
+from evolve_ai.errors import GenomeError
+
+MAX_FILE_BYTES = 16 * 1024 * 1024
+GENOME = "genome.bin"
+SKIPPED_DIRS = frozenset({"__pycache__"})
+
+# (relative path, size, mtime_ns, inode, digest)
+FileStat = tuple[str, int, int, int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ScanInput:
+    agent_id: str
+    directory: str
+    genome_hash: str | None  # the genome last accepted
+    code_hash: str | None  # the code hash last recorded
+    stats: tuple[FileStat, ...] | None  # the last scan's file stats; None: rehash everything
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    agent_id: str
+    outcome: str  # "ok", "quarantined" or "disabled"
+    reason: str | None
+    genome_hash: str | None
+    genome: bytes | None  # canonical bytes, only when the genome changed
+    code_hash: str | None
+    genome_changed: bool
+    code_changed: bool
+    wiring_written: bool
+    stats: tuple[FileStat, ...]
+    metrics: metrics_core.Metrics | None
+    rehashed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScanContext:
+    catalogue: Catalogue
+    pycache_prefix: str | None
+
+
+class _Refused(Exception):
+    """The agent cannot run: quarantined or disabled, with a reason."""
+
+    def __init__(self, outcome: str, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+# Per-worker caches keyed by content digest: template files are identical in
+# every agent, so each is compiled and measured once per worker, not per agent.
+_pyc_cache: dict[str, bytes] = {}
+_metrics_cache: dict[str, metrics_core.ModuleMetrics] = {}
+
+
+def scan_chunk(context: ScanContext, inputs: list[ScanInput]) -> list[ScanResult]:
+    return [scan_agent(context, item) for item in inputs]
+
+
+def scan_agent(context: ScanContext, item: ScanInput) -> ScanResult:
+    root = Path(item.directory)
+    stats: dict[str, FileStat] = {}
+    rehashed = [0]
+    previous = {s[0]: s for s in item.stats or ()}
+    try:
+        stats = _stat_tree(root, previous, rehashed)
+        _check_integrity(stats, context.catalogue)
+        idle = (item.genome_hash is not None and previous.get(GENOME) == stats[GENOME]
+                and all(previous.get(p) == stats.get(p) for p in WIRING_PATHS))
+        if idle:
+            # Nothing the agent or anyone else could have changed: no decode, no render.
+            genome_hash = item.genome_hash
+            assert genome_hash is not None
+            sources = {path: s[4] for path, s in stats.items() if path.startswith("src/")}
+            return ScanResult(item.agent_id, "ok", None, genome_hash, None,
+                              code_hash(sources, genome_hash), False, False, False,
+                              tuple(stats.values()), None, rehashed[0])
+        genome, genome_bytes, genome_hash = _genome(root, context.catalogue)
+        wiring_written = _sync_wiring(root, genome, context.catalogue, stats)
+        sources = {path: s[4] for path, s in stats.items() if path.startswith("src/")}
+        new_code_hash = code_hash(sources, genome_hash)
+        code_changed = new_code_hash != item.code_hash
+        _compile(root, genome, context, stats)
+        metrics = _metrics(root, genome, context.catalogue, stats)
+    except _Refused as refused:
+        return ScanResult(item.agent_id, refused.outcome, refused.reason, item.genome_hash,
+                          None, item.code_hash, False, False, False, tuple(stats.values()),
+                          None, rehashed[0])
+    genome_changed = genome_hash != item.genome_hash
+    return ScanResult(
+        agent_id=item.agent_id, outcome="ok", reason=None, genome_hash=genome_hash,
+        genome=genome_bytes if genome_changed else None, code_hash=new_code_hash,
+        genome_changed=genome_changed, code_changed=code_changed,
+        wiring_written=wiring_written, stats=tuple(stats.values()), metrics=metrics,
+        rehashed=rehashed[0],
+    )
+
+
+def _stat_tree(root: Path, previous: dict[str, FileStat], rehashed: list[int]
+               ) -> dict[str, FileStat]:
+    """Stat genome.bin and every file under src/; digest only what changed."""
+    try:
+        if not stat.S_ISDIR(os.lstat(root).st_mode):
+            raise _Refused("quarantined", "agent directory is not a directory")
+    except FileNotFoundError:
+        raise _Refused("quarantined", "agent directory is missing") from None
+    stats: dict[str, FileStat] = {}
+    _stat_file(root, GENOME, previous, stats, rehashed, required=True)
+    pending = ["src"]
+    while pending:
+        relative = pending.pop()
+        try:
+            entries = list(os.scandir(root / relative))
+        except FileNotFoundError:
+            raise _Refused("quarantined", f"tampered: {relative}/ is missing") from None
+        except NotADirectoryError:
+            raise _Refused("quarantined", f"tampered: {relative} is not a directory") from None
+        for entry in entries:
+            path = f"{relative}/{entry.name}"
+            if entry.is_symlink():
+                raise _Refused("quarantined", f"tampered: {path} is a symbolic link")
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name not in SKIPPED_DIRS:
+                    pending.append(path)
+            else:
+                _stat_file(root, path, previous, stats, rehashed, required=True)
+    return stats
+
+
+def _stat_file(root: Path, relative: str, previous: dict[str, FileStat],
+               stats: dict[str, FileStat], rehashed: list[int], *, required: bool) -> None:
+    try:
+        info = os.lstat(root / relative)
+    except FileNotFoundError:
+        if required and relative == GENOME:
+            raise _Refused("quarantined", "invalid genome: genome.bin is missing") from None
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise _Refused("quarantined", f"tampered: {relative} is not a regular file")
+    old = previous.get(relative)
+    if old is not None and old[1:4] == (info.st_size, info.st_mtime_ns, info.st_ino):
+        stats[relative] = old
+        return
+    data = _read(root / relative, relative)
+    rehashed[0] += 1
+    stats[relative] = (relative, info.st_size, info.st_mtime_ns, info.st_ino, hash_bytes(data))
+
+
+def _read(path: Path, relative: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """Read without following links and without reading more than ``limit`` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _Refused("quarantined", f"tampered: {relative} is a symbolic link") from None
+        raise _Refused("quarantined", f"cannot read {relative}: {exc.strerror}") from None
+    try:
+        chunks = []
+        remaining = limit + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        what = "invalid genome" if relative == GENOME else "tampered"
+        raise _Refused("quarantined", f"{what}: {relative} is over {limit} bytes")
+    return data
+
+
+def _genome(root: Path, catalogue: Catalogue) -> tuple[genome_codec.Genome, bytes, str]:
+    """Decode and validate the genome; its canonical bytes and their digest."""
+    data = _read(root / GENOME, GENOME, genome_codec.MAX_BYTES)
+    try:
+        genome = genome_codec.decode(data, catalogue)
+    except GenomeError as exc:
+        raise _Refused("quarantined", f"invalid genome: {exc}") from None
+    canonical = genome_codec.encode(genome)
+    return genome, canonical, hash_bytes(canonical)
+
+
+def _check_integrity(stats: dict[str, FileStat], catalogue: Catalogue) -> None:
+    manifest = dict(catalogue.manifest)
+    for path, digest in manifest.items():
+        seen = stats.get(path)
+        if seen is None:
+            raise _Refused("quarantined", f"tampered: {path} is missing")
+        if seen[4] != digest:
+            raise _Refused("quarantined", f"tampered: {path} differs from the template")
+    for path in stats:
+        if path.startswith("src/") and path not in manifest and path not in WIRING_PATHS:
+            raise _Refused("quarantined", f"tampered: unexpected file {path}")
+
+
+def _sync_wiring(root: Path, genome: genome_codec.Genome, catalogue: Catalogue,
+                 stats: dict[str, FileStat]) -> bool:
+    """Rewrite the wiring files whose content no longer matches the genome."""
+    written = False
+    for path, data in wiring.render(genome, catalogue).items():
+        digest = hash_bytes(data)
+        current = stats.get(path)
+        if current is not None and current[4] == digest:
+            continue
+        target = root / path
+        _atomic_write(target, data)
+        info = os.lstat(target)
+        stats[path] = (path, info.st_size, info.st_mtime_ns, info.st_ino, digest)
+        written = True
+    return written
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    # Local twin of services.files.atomic_write: workers stay below the services layer.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _active_paths(genome: genome_codec.Genome, catalogue: Catalogue) -> list[str]:
+    modules = [entry.path for entry, _ in genome.expressed(catalogue)]
+    return [*(entry.path for entry in catalogue.core), *modules, *sorted(WIRING_PATHS)]
+
+
+def _compile(root: Path, genome: genome_codec.Genome, context: ScanContext,
+             stats: dict[str, FileStat]) -> None:
+    """Byte-compile every module the agent will import; a failure disables the agent.
+
+    The .pyc files go to the orchestrator's pycache prefix (read-only for the
+    agent), in unchecked-hash form so identical sources give identical bytes.
+    """
+    for path in _active_paths(genome, context.catalogue):
+        digest = stats[path][4]
+        code = _pyc_cache.get(digest)
+        if code is None:
+            source = _read(root / path, path)
+            try:
+                code = _pyc_bytes(source, path)
+            except (SyntaxError, ValueError) as exc:
+                line = getattr(exc, "lineno", None)
+                where = f"{path}:{line}" if line else path
+                raise _Refused("disabled", f"build failed: {where}: {exc}") from None
+            _pyc_cache[digest] = code
+        if context.pycache_prefix is not None:
+            target = Path(pyc_path(context.pycache_prefix, str(root / path)))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _write_plain(target, code)
+
+
+def _pyc_bytes(source: bytes, path: str) -> bytes:
+    import importlib.util
+    import marshal
+
+    code = compile(source, path, "exec", dont_inherit=True)
+    source_hash = importlib.util.source_hash(source)
+    # PEP 552 header: magic, flags=0b01 (hash-based, unchecked), source hash.
+    return (importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little") + source_hash
+            + marshal.dumps(code))
+
+
+def pyc_path(prefix: str, source: str) -> str:
+    """Where Python looks for the .pyc of ``source`` when ``sys.pycache_prefix`` is ``prefix``."""
+    head, tail = os.path.split(source)
+    base = tail.rpartition(".")[0]
+    return os.path.join(prefix, head.lstrip(os.sep), f"{base}.{sys.implementation.cache_tag}.pyc")
+
+
+def _write_plain(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _metrics(root: Path, genome: genome_codec.Genome, catalogue: Catalogue,
+             stats: dict[str, FileStat]) -> metrics_core.Metrics:
+    expressed = []
+    for entry, names in genome.expressed(catalogue):
+        digest = stats[entry.path][4]
+        measured = _metrics_cache.get(digest)
+        if measured is None:
+            measured = metrics_core.module_metrics(_read(root / entry.path, entry.path))
+            _metrics_cache[digest] = measured
+        expressed.append((measured, names))
+    return metrics_core.combine(expressed, genome.mutations)

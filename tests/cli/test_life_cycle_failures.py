@@ -1,0 +1,206 @@
+"""The life cycle against agents that crash, cheat, hog and flood: real processes only."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import psutil
+import pytest
+
+from evolve_ai.testing import run_evolve, status_json, write_template
+from tests.cli.test_life_cycle import FAST, agent_processes, configure, events, start, wait_until
+
+SOLVER = "def last(terms):\n    return terms[-1] if terms else None\n"
+
+
+def make_workspace(tmp_path: Path, modules: dict[str, str], count: int,
+                   extra: str = "") -> Path:
+    template = write_template(tmp_path / "tpl", {"solver": SOLVER, **modules})
+    root = tmp_path / "ws"
+    result = run_evolve(root, "init", str(count), "--template", str(template), "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    configure(root, FAST + extra)
+    for agent in (root / "agents").iterdir():  # every agent: the solver only
+        set_genome(agent, {"src/agent/solver.py": ["last"]})
+    return root
+
+
+def set_genome(agent: Path, active: dict[str, list[str]]) -> None:
+    """Write a genome as the agent itself would (it is the agent's to change)."""
+    files = [{"path": path, "active": True, "functions": dict.fromkeys(names, True)}
+             for path, names in active.items()]
+    data = msgpack.packb({"schema": 1, "files": files, "mutations": 0, "state": {}},
+                         use_bin_type=True)
+    tmp = agent / ".genome.tmp"
+    tmp.write_bytes(data)
+    tmp.replace(agent / "genome.bin")
+
+
+def agent_events(root: Path, agent: str, kind: str) -> list[dict[str, Any]]:
+    return [e for e in events(root) if e.get("agent") == agent and e["event"] == kind]
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def test_crash_at_import_backs_off_then_disables_while_others_run(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path, {"crashy": "raise RuntimeError('boom at import')\n"
+                                               "def f(terms):\n    return 0\n"}, 4)
+    victim = sorted(p.name for p in (root / "agents").iterdir())[0]
+    set_genome(root / "agents" / victim, {"src/agent/crashy.py": ["f"]})
+    proc = start(root)
+    try:
+        wait_until(lambda: status_json(root)["counts"]["disabled"] == 1, 30, "disabled")
+        assert status_json(root)["counts"]["running"] == 3
+    finally:
+        stop(proc)
+    delays = [e["delay"] for e in agent_events(root, victim, "restarted")]
+    assert delays == [0.2, 0.4, 0.8]
+    crashes = agent_events(root, victim, "crashed")
+    assert len(crashes) == 4 and all(c["returncode"] == 1 for c in crashes)
+    starts = [float(e["time"]) for e in agent_events(root, victim, "started")]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(gap >= delay for gap, delay in zip(gaps, delays, strict=False))
+    assert gaps == sorted(gaps)  # the wait grows
+    shown = json.loads(run_evolve(root, "show", victim, "--json").stdout)
+    assert shown["status"] == "disabled"
+    assert shown["reason"] == "crashed 4 times in a row"
+    log = (root / "logs" / "agents" / f"{victim}.log").read_text()
+    assert "RuntimeError: boom at import" in log
+
+
+def test_an_agent_that_dies_after_running_a_while_is_restarted(tmp_path: Path) -> None:
+    late = ("import os, threading\n"
+            "threading.Timer(0.5, lambda: os._exit(7)).start()\n"
+            "def f(terms):\n    return None\n")
+    root = make_workspace(tmp_path, {"late": late}, 2)
+    victim = sorted(p.name for p in (root / "agents").iterdir())[0]
+    set_genome(root / "agents" / victim, {"src/agent/late.py": ["f"],
+                                          "src/agent/solver.py": ["last"]})
+    proc = start(root)
+    try:
+        wait_until(lambda: len(agent_events(root, victim, "crashed")) >= 2, 30, "two crashes")
+    finally:
+        stop(proc)
+    crashes = agent_events(root, victim, "crashed")
+    assert crashes[0]["returncode"] == 7 and crashes[0]["ran"] >= 0.4
+    assert [e["delay"] for e in agent_events(root, victim, "restarted")][:2] == [0.2, 0.4]
+
+
+HOSTILE_GENOMES = {
+    "traversal": {"schema": 1, "files": [{"path": "../../../etc/passwd", "active": True}]},
+    "unknown function": {"schema": 1, "files": [{"path": "src/agent/solver.py", "active": True,
+                                                 "functions": {"__import__": True}}]},
+    "wrong types": {"schema": "1", "files": "all"},
+}
+
+
+def test_hostile_genomes_and_tampered_code_are_quarantined(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path, {}, 6)
+    agents = sorted(p for p in (root / "agents").iterdir())
+    written = {}
+    for agent, genome in zip(agents, HOSTILE_GENOMES.values(), strict=False):
+        data = msgpack.packb(genome)
+        (agent / "genome.bin").write_bytes(data)
+        written[agent.name] = data
+    noise = agents[3]
+    (noise / "genome.bin").write_bytes(b"\xff" * 4096)
+    written[noise.name] = b"\xff" * 4096
+    tampered = agents[4]
+    marker = tmp_path / "executed"
+    (tampered / "src" / "agent" / "solver.py").write_text(
+        f"open({str(marker)!r}, 'w').write('pwned')\n" + SOLVER)
+    result = run_evolve(root, "life-cycle", "--once")
+    assert result.returncode == 0, result.stderr
+    status = status_json(root)
+    assert status["counts"]["quarantined"] == 5
+    assert status["counts"]["active"] == 1
+    for name, data in written.items():
+        assert (root / "agents" / name / "genome.bin").read_bytes() == data  # untouched
+        reason = json.loads(run_evolve(root, "show", name, "--json").stdout)["reason"]
+        assert reason.startswith("invalid genome: ")
+    shown = json.loads(run_evolve(root, "show", tampered.name, "--json").stdout)
+    assert shown["reason"] == "tampered: src/agent/solver.py differs from the template"
+    assert not marker.exists()  # its code never ran
+    assert not (root / "logs" / "agents" / f"{tampered.name}.log").exists()
+
+
+def test_a_running_agent_whose_code_is_tampered_is_stopped(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path, {}, 2)
+    victim = sorted(p for p in (root / "agents").iterdir())[0]
+    proc = start(root)
+    try:
+        wait_until(lambda: status_json(root)["counts"]["running"] == 2, 30, "running")
+        (victim / "src" / "agent" / "extra.py").write_text("x = 1\n")
+        wait_until(lambda: status_json(root)["counts"]["quarantined"] == 1, 10, "quarantine")
+        wait_until(lambda: status_json(root)["counts"]["running"] == 1, 10, "stopped")
+        assert not [p for p in agent_processes(root) if p.cwd() == str(victim)]
+    finally:
+        stop(proc)
+
+
+HOGS = {
+    "memory": "def hog(terms):\n    global keep\n    keep = bytearray(2 * 1024 ** 3)\n"
+              "    return 1\n",
+    "busy": "def hog(terms):\n    while True:\n        pass\n",
+    "forks": ("import os, time\n"
+              "def hog(terms):\n"
+              "    for _ in range(200):  # bounded, for the test machine's sake\n"
+              "        try:\n"
+              "            if os.fork() == 0:\n"
+              "                time.sleep(60)\n"
+              "                os._exit(0)\n"
+              "        except OSError:\n"
+              "            break\n"
+              "    time.sleep(60)\n"),
+    "flood": ("import os\n"
+              "def hog(terms):\n"
+              "    chunk = b'x' * (1 << 20)\n"
+              "    for _ in range(1024):\n"
+              "        os.write(1, chunk)\n"
+              "    os.write(1, b'\\n')\n"
+              "    return None\n"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOGS))
+def test_hogs_are_contained(tmp_path: Path, kind: str) -> None:
+    extra = ("[limits]\nmemory_mb = 200\ncpu_seconds = 2\nprocesses = 8\n"
+             "[evaluation]\nanswer_timeout = 1.0\n")
+    root = make_workspace(tmp_path, {"hog": HOGS[kind]}, 3, extra)
+    victim = sorted(p.name for p in (root / "agents").iterdir())[0]
+    set_genome(root / "agents" / victim, {"src/agent/hog.py": ["hog"]})
+    proc = start(root)
+    orchestrator = psutil.Process(proc.pid)
+    peak = 0
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            peak = max(peak, orchestrator.memory_info().rss)
+            done = (agent_events(root, victim, "crashed") if kind != "flood"
+                    else [e for e in events(root) if e["event"] == "pass_done"][5:])
+            if done:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"{kind}: never contained")
+        others = [a for a in (root / "agents").iterdir() if a.name != victim]
+        wait_until(lambda: status_json(root)["counts"]["running"] >= len(others), 10,
+                   "the others running")
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+    assert peak < 200 * 1024 * 1024
+    assert agent_processes(root) == []
+    if kind == "forks":
+        assert len(psutil.pids()) < 5000
+

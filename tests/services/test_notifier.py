@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from evolve_ai.core.records import Event
+from evolve_ai.errors import ConfigError
+from evolve_ai.services import logs
+from evolve_ai.services.notifier import Notifier
+
+HOOKS = '''
+import json, time
+from pathlib import Path
+
+OUT = Path(__file__).with_name("seen.jsonl")
+
+def record(event):
+    with OUT.open("a") as handle:
+        handle.write(json.dumps(event) + "\\n")
+
+def explode(event):
+    raise RuntimeError("hook bug")
+
+def hang(event):
+    if event["event"] == "first":
+        time.sleep(3600)
+'''
+
+
+@pytest.fixture
+def hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    (tmp_path / "myhooks.py").write_text(HOOKS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "myhooks", raising=False)  # each test its own output file
+    logs.configure(0, "json")
+    logs.attach_file(tmp_path / "evolve.jsonl")
+    yield tmp_path
+    logs.detach_file()
+
+
+def seen(directory: Path) -> list[str]:
+    path = directory / "seen.jsonl"
+    return [json.loads(line)["event"] for line in path.read_text().splitlines()] \
+        if path.exists() else []
+
+
+def wait_for(predicate: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.01)
+    raise AssertionError("condition never met")
+
+
+def logged(directory: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (directory / "evolve.jsonl").read_text().splitlines()]
+
+
+def test_a_raising_hook_is_logged_and_the_others_still_run(hooks: Path) -> None:
+    notifier = Notifier(["myhooks:explode", "myhooks:record"], timeout=1.0)
+    notifier.publish([Event("born", time.time(), "a"), Event("died", time.time(), "b")])
+    wait_for(lambda: seen(hooks) == ["born", "died"])
+    notifier.close()
+    errors = [e for e in logged(hooks) if e["event"] == "hook_failed"]
+    assert len(errors) == 2
+    assert errors[0]["error"] == "RuntimeError: hook bug"
+
+
+def test_a_hanging_hook_is_abandoned_and_events_keep_flowing(hooks: Path) -> None:
+    notifier = Notifier(["myhooks:hang", "myhooks:record"], timeout=0.2)
+    started = time.monotonic()
+    notifier.publish([Event("first", time.time(), "a")])
+    assert time.monotonic() - started < 0.1  # never blocks the loop
+    time.sleep(0.4)
+    notifier.publish([Event("second", time.time(), "a")])  # notices the stuck hook
+    wait_for(lambda: "second" in seen(hooks))
+    notifier.close()
+    assert any(e["event"] == "hook_timeout" and e["hook"] == "myhooks:hang"
+               for e in logged(hooks))
+
+
+def test_events_are_logged_even_without_hooks(hooks: Path) -> None:
+    Notifier([], timeout=1.0).publish([Event("crashed", time.time(), "x",
+                                             (("returncode", -9), ("level", "warning")))])
+    entry = next(e for e in logged(hooks) if e["event"] == "crashed")
+    assert entry["agent"] == "x" and entry["returncode"] == -9 and entry["level"] == "warning"
+
+
+def test_an_unloadable_hook_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="hook 'nomodule:fn' cannot be loaded"):
+        Notifier(["nomodule:fn"], timeout=1.0)

@@ -1,0 +1,184 @@
+"""The scan worker on real agent directories built by ``initiate_project``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from evolve_ai.core import genome as g
+from evolve_ai.core.catalogue import MAIN_PATH, Catalogue
+from evolve_ai.operations.initiate import initiate_project
+from evolve_ai.services import template as template_service
+from evolve_ai.services.workspace import Workspace
+from evolve_ai.testing import write_template
+from evolve_ai.workers.scan import ScanContext, ScanInput, ScanResult, pyc_path, scan_agent
+
+MODULES = {
+    "alpha": "def last(terms):\n    return terms[-1]\n\n\ndef double(terms):\n"
+             "    if terms:\n        return 2 * terms[-1]\n    return None\n",
+    "beta": "def first(terms):\n    return terms[0]\n",
+}
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Workspace, Catalogue, Path]:
+    template = write_template(tmp_path / "tpl", MODULES)
+    workspace = Workspace(tmp_path / "ws")
+    initiate_project(workspace, 1, template=template, seed=1, workers=1)
+    catalogue = template_service.load(workspace.template_dir)[1]
+    agent = next(p for p in workspace.agents_dir.iterdir())
+    return workspace, catalogue, agent
+
+
+def scan(catalogue: Catalogue, agent: Path, previous: ScanResult | None = None,
+         prefix: Path | None = None) -> ScanResult:
+    context = ScanContext(catalogue, None if prefix is None else str(prefix))
+    return scan_agent(context, ScanInput(
+        agent.name, str(agent),
+        None if previous is None else previous.genome_hash,
+        None if previous is None else previous.code_hash,
+        None if previous is None else previous.stats,
+    ))
+
+
+def write_genome(agent: Path, value: object) -> None:
+    (agent / "genome.bin").write_bytes(msgpack.packb(value, use_bin_type=True))
+
+
+def all_on(catalogue: Catalogue) -> dict[str, object]:
+    return {"schema": 1, "mutations": 1, "state": {},
+            "files": [{"path": e.path, "active": True, "functions": dict.fromkeys(e.functions,
+                                                                                  True)}
+                      for e in catalogue.files]}
+
+
+def test_first_scan_then_idle_scan(setup: tuple[Workspace, Catalogue, Path],
+                                   tmp_path: Path) -> None:
+    _, catalogue, agent = setup
+    first = scan(catalogue, agent, prefix=tmp_path / "pycache")
+    assert first.outcome == "ok", first.reason
+    assert first.rehashed >= 5
+    assert first.metrics is not None
+    assert not first.wiring_written  # init wrote exactly what the genome says
+    for path in ("src/agent/runtime.py", MAIN_PATH):
+        assert Path(pyc_path(str(tmp_path / "pycache"), str(agent / path))).is_file()
+    idle = scan(catalogue, agent, first)
+    assert idle.outcome == "ok"
+    assert idle.rehashed == 0
+    assert idle.code_hash == first.code_hash
+    assert not idle.genome_changed and not idle.code_changed
+    assert idle.metrics is None  # nothing to recompute
+
+
+def test_a_new_genome_is_validated_synced_and_hashed(setup: tuple[Workspace, Catalogue, Path]
+                                                     ) -> None:
+    _, catalogue, agent = setup
+    first = scan(catalogue, agent)
+    write_genome(agent, all_on(catalogue))
+    before = (agent / "genome.bin").read_bytes()
+    changed = scan(catalogue, agent, first)
+    assert changed.outcome == "ok"
+    assert changed.genome_changed and changed.code_changed
+    assert changed.wiring_written
+    assert changed.genome is not None
+    assert g.decode(changed.genome, catalogue).mutations == 1
+    assert (agent / "genome.bin").read_bytes() == before  # never rewritten by the scan
+    main = (agent / MAIN_PATH).read_text()
+    assert '"alpha.double": alpha.double' in main and '"beta.first": beta.first' in main
+    assert changed.metrics is not None and changed.metrics.active_functions == 3
+    again = scan(catalogue, agent, changed)
+    assert (again.rehashed, again.genome_changed, again.code_changed) == (0, False, False)
+
+
+def test_edited_wiring_is_put_back(setup: tuple[Workspace, Catalogue, Path]) -> None:
+    _, catalogue, agent = setup
+    first = scan(catalogue, agent)
+    original = (agent / MAIN_PATH).read_bytes()
+    (agent / MAIN_PATH).write_text("import os\nos.system('rm -rf /')\n")
+    result = scan(catalogue, agent, first)
+    assert result.outcome == "ok"
+    assert result.wiring_written
+    assert (agent / MAIN_PATH).read_bytes() == original
+    assert result.code_hash == first.code_hash
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (lambda a: (a / "src/agent/alpha.py").write_text("def last(t):\n    return 0\n"),
+         "tampered: src/agent/alpha.py differs from the template"),
+        (lambda a: (a / "src/agent/alpha.py").unlink(), "tampered: src/agent/alpha.py is missing"),
+        (lambda a: (a / "src/sitecustomize.py").write_text("print('pwned')\n"),
+         "tampered: unexpected file src/sitecustomize.py"),
+        (lambda a: (a / "src/agent/evil.py").write_text("x = 1\n"),
+         "tampered: unexpected file src/agent/evil.py"),
+        (lambda a: os.symlink("/etc/passwd", a / "src/agent/link.py"),
+         "tampered: src/agent/link.py is a symbolic link"),
+        (lambda a: os.mkfifo(a / "src/agent/fifo.py"),
+         "tampered: src/agent/fifo.py is not a regular file"),
+    ],
+)
+def test_tampered_code_is_quarantined_and_left_as_is(
+        setup: tuple[Workspace, Catalogue, Path], tamper: object, reason: str) -> None:
+    _, catalogue, agent = setup
+    first = scan(catalogue, agent)
+    tamper(agent)  # type: ignore[operator]
+    result = scan(catalogue, agent, first)
+    assert (result.outcome, result.reason) == ("quarantined", reason)
+
+
+@pytest.mark.parametrize(
+    ("genome", "reason"),
+    [
+        (b"\x00garbage", "invalid genome: not a msgpack genome"),
+        (b"", "invalid genome: not a msgpack genome"),
+        (msgpack.packb({"schema": 1, "files": [{"path": "../../x.py", "active": True}]}),
+         "escapes the agent directory"),
+        (msgpack.packb({"schema": 1, "files": [{"path": "src/agent/alpha.py", "active": True,
+                                                "functions": {"os.system": True}}]}),
+         "is not a function of"),
+        (b"\x91" * 300_000, "over 262144 bytes"),
+    ],
+)
+def test_hostile_genomes_are_quarantined_and_untouched(
+        setup: tuple[Workspace, Catalogue, Path], genome: bytes, reason: str) -> None:
+    _, catalogue, agent = setup
+    first = scan(catalogue, agent)
+    (agent / "genome.bin").write_bytes(genome)
+    result = scan(catalogue, agent, first)
+    assert result.outcome == "quarantined"
+    assert result.reason is not None and reason in result.reason
+    assert (agent / "genome.bin").read_bytes() == genome
+
+
+def test_genome_as_a_symlink_is_not_followed(setup: tuple[Workspace, Catalogue, Path]) -> None:
+    _, catalogue, agent = setup
+    (agent / "genome.bin").unlink()
+    os.symlink("/etc/passwd", agent / "genome.bin")
+    result = scan(catalogue, agent)
+    assert result.outcome == "quarantined"
+    assert result.reason == "tampered: genome.bin is not a regular file"
+
+
+def test_missing_directory_is_quarantined(setup: tuple[Workspace, Catalogue, Path],
+                                          tmp_path: Path) -> None:
+    _, catalogue, _ = setup
+    result = scan(catalogue, tmp_path / "nowhere")
+    assert (result.outcome, result.reason) == ("quarantined", "agent directory is missing")
+
+
+def test_a_module_that_does_not_compile_disables_the_agent(tmp_path: Path) -> None:
+    template = write_template(tmp_path / "tpl", {
+        **MODULES, "broken": "def f(terms):\n    return 1\n\n\nreturn 2\n"})
+    workspace = Workspace(tmp_path / "ws")
+    initiate_project(workspace, 1, template=template, seed=1, workers=1)
+    catalogue = template_service.load(workspace.template_dir)[1]
+    agent = next(p for p in workspace.agents_dir.iterdir())
+    write_genome(agent, all_on(catalogue))
+    result = scan(catalogue, agent)
+    assert result.outcome == "disabled"
+    assert result.reason is not None
+    assert result.reason.startswith("build failed: src/agent/broken.py:5")
