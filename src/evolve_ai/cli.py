@@ -121,6 +121,23 @@ def show(state: _State, agent_id: str, as_json: bool) -> None:
     click.echo(_dumps(data) if as_json else _render_agent(data))
 
 
+@cli.command()
+@click.argument("agent_id", metavar="AGENT_ID")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_obj
+def lineage(state: _State, agent_id: str, as_json: bool) -> None:
+    """An agent's ancestry back to its founder, and its children (dead agents too)."""
+    with _errors(state):
+        data = inspect.lineage(state.workspace(), agent_id)
+    if as_json:
+        click.echo(_dumps(data))
+        return
+    for depth, row in enumerate(data["ancestry"]):
+        click.echo(f"{'  ' * depth}{row['id']}  gen {row['generation']}  {row['status']:<11} "
+                   f"fitness {_fmt(row['fitness'])}")
+    click.echo(f"children: {len(data['children'])}")
+
+
 @contextmanager
 def _errors(state: _State) -> Iterator[None]:
     """Turn failures into one line and an exit code; tracebacks only with -v."""

@@ -21,8 +21,8 @@ send is one message):
   limits, writable, readonly_within, pycache_prefix)`` carrying the agent's stdin,
   stdout and stderr fds, answered by ``("ok", pid)`` or ``("error", message)``.
   End of file means the orchestrator is gone or closing: kill every agent and exit.
-- events, server -> orchestrator: a list of ``(agent_id, pid, returncode)`` per
-  message, ``returncode`` being negative for a signal, as in subprocess.
+- events, server -> orchestrator: a list of ``(pid, returncode)`` per message,
+  ``returncode`` being negative for a signal, as in subprocess.
 """
 
 from __future__ import annotations
@@ -60,7 +60,10 @@ _RLIMITS = (resource.RLIMIT_AS, resource.RLIMIT_CPU, resource.RLIMIT_NOFILE,
 # Environment variables that change how Python sets up its stdio.
 _STDIO_VARIABLES = ("PYTHONIOENCODING", "PYTHONUNBUFFERED", "PYTHONLEGACYWINDOWSSTDIO")
 
-Request = tuple[Any, ...]
+# signal.signal wraps this C function with enum conversions that cost a child dozens
+# of copied pages; the child calls it directly.
+_C_SIGNAL: Any = importlib.import_module("_signal").signal
+_SIGCHLD, _SIG_DFL = int(signal.SIGCHLD), int(signal.SIG_DFL)
 
 
 class SetupError(Exception):
@@ -142,16 +145,19 @@ def _map_identity(uid: int, gid: int) -> None:
 # --- The child: from fork to agent.main ------------------------------------------------
 
 
-def become_agent(request: Request, fds: Sequence[int], server_pid: int,
+def become_agent(data: bytes, fds: Sequence[int], server_pid: int,
                  sandboxed: str | None, settled: Settled) -> NoReturn:
     """Turn this freshly forked child into the agent; never returns.
 
-    ``sandboxed`` is None without sandbox, else the server's sandbox status.
+    ``data`` is the spawn request, decoded here rather than in the server, whose time
+    is the one that counts. ``sandboxed`` is None without sandbox, else the server's
+    sandbox status.
     """
     code = SETUP_FAILED
     stderr = fds[2]  # the agent's log, wherever it sits before and after the dup2
+    agent_id = "?"
     try:
-        _, _, cwd, env, limits, writable, readonly_within, pycache = request
+        _, agent_id, cwd, env, limits, writable, readonly_within, pycache = marshal.loads(data)
         _step("session", _detach, server_pid)
         _step("stdio", _take_stdio, fds, settled.fd_limit)
         stderr = 2
@@ -162,7 +168,7 @@ def become_agent(request: Request, fds: Sequence[int], server_pid: int,
         _step("interpreter", _prepare_interpreter, cwd, env, pycache, settled)
         code = _run_main()
     except SetupError as error:
-        _say(stderr, f"evolve launcher: cannot start agent {request[1]}: {error}\n")
+        _say(stderr, f"evolve launcher: cannot start agent {agent_id}: {error}\n")
     except BaseException:  # whatever happens, never return into the server's loop
         _say(stderr, f"evolve launcher: {traceback.format_exc()}")
     finally:
@@ -215,7 +221,7 @@ def _confine(writable: Sequence[str], readonly_within: Sequence[str],
             _linux.mount(path, path, None, _linux.MS_BIND | _linux.MS_REC)
             _linux.mount_setattr(path, attr_clr=_linux.MOUNT_ATTR_RDONLY)
         for path in readonly_within:
-            if not os.path.lexists(path):
+            if not os.path.exists(path):
                 continue  # nothing there to protect
             _linux.mount(path, path, None, _linux.MS_BIND | _linux.MS_REC)
             _linux.mount_setattr(path, attr_set=_linux.MOUNT_ATTR_RDONLY)
@@ -316,12 +322,16 @@ def _finalize(code: int) -> int:
         except Exception:
             traceback.print_exc()
     atexit._run_exitfuncs()
-    try:
-        sys.stdout.flush()
-    except Exception:  # like Python: an unflushable stdout exits 120
-        code = code or 120
-    with contextlib.suppress(Exception):  # nowhere left to report it
-        sys.stderr.flush()
+    # Like Python: a closed stream is skipped, an unflushable stdout makes the status 120.
+    if sys.stdout is not None and not sys.stdout.closed:
+        try:
+            sys.stdout.flush()
+        except Exception:
+            traceback.print_exc()
+            code = code or 120
+    if sys.stderr is not None and not sys.stderr.closed:
+        with contextlib.suppress(Exception):  # nowhere left to report it
+            sys.stderr.flush()
     return code
 
 
@@ -336,8 +346,8 @@ class Server:
         self.control = control
         self.events = events
         self.sandboxed = sandboxed
-        self.children: dict[int, str] = {}
-        self.pending: list[tuple[str, int, int]] = []
+        self.children: set[int] = set()
+        self.pending: list[tuple[int, int]] = []
         self.pid = os.getpid()
         self.wakeup_read, self.wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.poller = select.poll()
@@ -375,16 +385,10 @@ class Server:
             _close_all(fds)
             self.reply(("error", "malformed spawn request (too large, or not 3 fds)"))
             return True
-        try:
-            request = marshal.loads(data)
-        except (ValueError, EOFError, TypeError) as error:
-            _close_all(fds)
-            self.reply(("error", f"malformed spawn request: {error}"))
-            return True
-        self.spawn(request, fds)
+        self.spawn(data, fds)
         return True
 
-    def spawn(self, request: Request, fds: list[int]) -> None:
+    def spawn(self, data: bytes, fds: list[int]) -> None:
         try:
             pid = os.fork()
         except OSError as error:
@@ -393,15 +397,15 @@ class Server:
             return
         if pid == 0:
             self.forget_in_child()
-            become_agent(request, fds, self.pid, self.sandboxed, self.settled)
+            become_agent(data, fds, self.pid, self.sandboxed, self.settled)
         _close_all(fds)  # only the agent may hold its pipe ends
-        self.children[pid] = request[1]
+        self.children.add(pid)
         self.reply(("ok", pid))
 
     def forget_in_child(self) -> None:
         """Undo what is the server's alone, before anything can reuse its fds."""
         signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _C_SIGNAL(_SIGCHLD, _SIG_DFL)
         self.control.detach()
         self.events.detach()
         gc.enable()
@@ -425,9 +429,9 @@ class Server:
                 return
             if pid == 0:
                 return
-            agent_id = self.children.pop(pid, None)
-            if agent_id is not None:  # others are orphans we adopted as subreaper
-                self.pending.append((agent_id, pid, os.waitstatus_to_exitcode(status)))
+            if pid in self.children:  # others are orphans we adopted as subreaper
+                self.children.discard(pid)
+                self.pending.append((pid, os.waitstatus_to_exitcode(status)))
 
     def flush(self) -> None:
         """Send pending exit reports; if the orchestrator lags, keep them for later."""

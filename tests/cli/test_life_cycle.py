@@ -78,7 +78,7 @@ def events(root: Path) -> list[dict[str, object]]:
 def workspace(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "ws"
     assert run_evolve(root, "init", "12", "--seed", "7").returncode == 0
-    configure(root)
+    configure(root, FAST + "[population]\nsize = 12\n")
     yield root
     for process in agent_processes(root):  # never leak into other tests
         process.kill()
@@ -103,7 +103,7 @@ def test_once_evaluates_and_leaves_no_process(workspace: Path) -> None:
 def test_sigterm_with_40_agents_running_exits_0_and_leaves_none(tmp_path: Path) -> None:
     root = tmp_path / "ws"
     assert run_evolve(root, "init", "40", "--seed", "2").returncode == 0
-    configure(root)
+    configure(root, FAST + "[population]\nsize = 40\n")
     proc = start(root)
     try:
         wait_until(lambda: status_json(root)["counts"]["running"] == 40, 30, "40 running")
@@ -199,12 +199,13 @@ def test_life_cycle_outside_a_workspace(tmp_path: Path) -> None:
 
 
 def test_generations_are_counted_in_history(workspace: Path) -> None:
-    configure(workspace, "[selection]\nevery = 2\n")
+    configure(workspace, "[selection]\nevery = 2\n[population]\nsize = 12\n")
     result = run_evolve(workspace, "life-cycle", "--generations", "3", "--seed", "4")
     assert result.returncode == 0, result.stderr
     status = status_json(workspace)
     assert status["generation"] == 3
     assert [h["generation"] for h in status["history"]] == [0, 1, 2, 3]
     assert all(h["population"] == 12 for h in status["history"])
+    assert all(h["births"] == h["deaths"] for h in status["history"][1:])
     assert any(e["event"] == "generation" for e in events(workspace))
     assert agent_processes(workspace) == []

@@ -26,7 +26,9 @@ def make_workspace(tmp_path: Path, modules: dict[str, str], count: int,
     root = tmp_path / "ws"
     result = run_evolve(root, "init", str(count), "--template", str(template), "--seed", "1")
     assert result.returncode == 0, result.stderr
-    configure(root, FAST + extra)
+    # No selection here: these tests watch individual agents, not evolution.
+    configure(root, FAST + f"[population]\nsize = {count}\n[selection]\nstrategy = 'none'\n"
+              + extra)
     for agent in (root / "agents").iterdir():  # every agent: the solver only
         set_genome(agent, {"src/agent/solver.py": ["last"]})
     return root

@@ -34,6 +34,15 @@ def show(workspace: Workspace, agent_id: str) -> dict[str, Any]:
         return agent
 
 
+def lineage(workspace: Workspace, agent_id: str) -> dict[str, Any]:
+    """The ancestry of an agent, itself first, founders last; and its children."""
+    _clean_if_idle(workspace)
+    with Registry.open(workspace.db_path) as registry:
+        agent = registry.find(agent_id)
+        return {"id": agent["id"], "ancestry": registry.lineage(agent["id"]),
+                "children": registry.children(agent["id"])}
+
+
 def _clean_if_idle(workspace: Workspace) -> None:
     """Remove an interrupted command's debris, unless another command holds the lock."""
     if not workspace.is_initialized():

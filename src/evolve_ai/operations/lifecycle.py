@@ -15,10 +15,12 @@ import math
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import time
+import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,18 +31,23 @@ import psutil
 
 from evolve_ai.core import genome as genome_codec
 from evolve_ai.core.catalogue import Catalogue
-from evolve_ai.core.records import Event
+from evolve_ai.core.records import AgentRecord, Event
+from evolve_ai.core.selection import Individual, Params, Strategy, decide
+from evolve_ai.core.selection.registry import BUILTIN
 from evolve_ai.environments import Environment, Settings, Task, load_environment
 from evolve_ai.errors import EvolveError
+from evolve_ai.plugins import load_plugin
 from evolve_ai.services import config as config_service
 from evolve_ai.services import logs
 from evolve_ai.services import template as template_service
 from evolve_ai.services.config import Config
+from evolve_ai.services.files import atomic_write, fsync_dir, sync_filesystem
 from evolve_ai.services.launcher import Launcher, LaunchSpec, Limits
 from evolve_ai.services.notifier import Notifier
 from evolve_ai.services.registry import Registry
 from evolve_ai.services.supervisor import Supervisor, SupervisorSettings
 from evolve_ai.services.workspace import Workspace
+from evolve_ai.workers.build import BuildRequest, BuiltAgent, build_chunk, prepare
 from evolve_ai.workers.scan import FileStat, ScanContext, ScanInput, ScanResult, scan_chunk
 
 LOG_CAP = 1 << 20  # bytes of an agent's log kept before it is rotated at the next start
@@ -62,6 +69,8 @@ class Agent:
     mutations: int = 0
     fitness: float | None = None
     evaluations: int = 0
+    energy: float = 1.0
+    idle_generations: int = 0
     stats: tuple[FileStat, ...] | None = None
     scores: deque[float] = field(default_factory=deque)
     pending: dict[str, tuple[Task, float]] = field(default_factory=dict)
@@ -90,7 +99,11 @@ class LifeManager:
         self.config = config
         self.options = options
         self.log = logs.get_logger(command="life-cycle")
-        self.rng = random.Random(options.seed)
+        # Separate streams: how many tasks were drawn never shifts a selection.
+        self.rng = random.Random(f"tasks:{options.seed}" if options.seed is not None else None)
+        self.select_rng = random.Random(
+            f"select:{options.seed}" if options.seed is not None else None)
+        self.doomed: set[str] = set()
         self.agents: dict[str, Agent] = {}
         self.events: list[Event] = []
         self.new_genomes: dict[str, bytes] = {}
@@ -103,6 +116,7 @@ class LifeManager:
         self.catalogue: Catalogue | None = None
         self.environment: Environment = load_environment(
             config.environment, Settings(config.evaluation.energy_cost))
+        self.strategy: Strategy = load_strategy(config.selection.strategy)
         self.notifier = Notifier(config.hooks, config.hook_timeout)
         self.supervisor = self._make_supervisor(config)
         self.pool: ProcessPoolExecutor | None = None
@@ -154,8 +168,9 @@ class LifeManager:
         self._evaluate(now)
         self.supervisor.monitor(now)
         self._apply_supervisor_events()
-        generations = self._close_generation()
-        self._save(registry, generations)
+        generations, births = self._close_generation(registry)
+        self._save(registry, generations, births)
+        self._bury()
         self.log.debug("pass_done", number=self.passes, seconds=round(time.monotonic() -
                                                                        started, 4),
                        running=len(self.supervisor.running()))
@@ -164,11 +179,12 @@ class LifeManager:
 
     def _refresh_catalogue(self) -> None:
         """Re-catalogue the template when it changed; every agent is then fully rescanned."""
-        _, catalogue = template_service.load(self.workspace.template_dir)
+        files, catalogue = template_service.load(self.workspace.template_dir)
         if self.catalogue is None or catalogue.fingerprint != self.catalogue.fingerprint:
             if self.catalogue is not None:
                 self.log.info("template_changed", fingerprint=catalogue.fingerprint)
             self.catalogue = catalogue
+            prepare(files, catalogue)  # births are built from this template
             template_service.publish_catalogue(catalogue, self.workspace.commons_dir)
             for agent in self.agents.values():
                 agent.stats = None
@@ -408,27 +424,134 @@ class LifeManager:
                 agent.pending.clear()
                 agent.dirty = True
 
-    def _close_generation(self) -> list[dict[str, Any]]:
+    def _close_generation(self, registry: Registry) -> tuple[list[dict[str, Any]],
+                                                            list[AgentRecord]]:
+        """Every ``selection.every`` passes: select, let die, reproduce, publish, record."""
         if self.passes % self.config.selection.every != 0:
-            return []
+            return [], []
         self.generation += 1
         self.generations_run += 1
-        fitness = [a.fitness for a in self.agents.values()
-                   if a.status == "active" and a.fitness is not None]
+        living = [a for a in self.agents.values() if a.status != "dead"]
+        fitness = [a.fitness for a in living if a.status == "active" and a.fitness is not None]
+        decision = decide(self.strategy, [
+            Individual(a.id, a.fitness, a.evaluations, a.status == "active",
+                       a.idle_generations, a.energy) for a in living
+        ], self._selection_params(), self.select_rng)
+        now = time.monotonic()
+        for agent_id, level in decision.energies:
+            agent = self.agents[agent_id]
+            agent.energy, agent.dirty = level, True
+        for agent_id in decision.deaths:
+            self._die(self.agents[agent_id], now)
+        for agent in living:
+            if agent.status in ("disabled", "quarantined"):
+                agent.idle_generations += 1
+                agent.dirty = True
+        births = self._reproduce(decision.parents, registry)
+        self._publish_elite(registry)
         row = {
             "generation": self.generation,
             "mean": sum(fitness) / len(fitness) if fitness else None,
             "max": max(fitness) if fitness else None,
             "population": sum(1 for a in self.agents.values() if a.status != "dead"),
-            "births": 0,
-            "deaths": 0,
+            "births": len(births),
+            "deaths": len(decision.deaths),
         }
         self._event("generation", None, **row)
-        return [row]
+        return [row], births
+
+    def _selection_params(self) -> Params:
+        s = self.config.selection
+        return Params(population_size=self.config.population.size, survival=s.survival,
+                      elite=s.elite, tournament_size=s.tournament_size, threshold=s.threshold,
+                      min_evaluations=s.min_evaluations, grace=s.grace,
+                      metabolism=s.metabolism)
+
+    def _die(self, agent: Agent, now: float) -> None:
+        """Selection's verdict: stop, mark dead, remove the directory once the process is gone."""
+        was = agent.status
+        agent.status, agent.dirty = "dead", True
+        agent.reason = "selected against" if was == "active" else f"{was} past its grace"
+        agent.pending.clear()
+        self.supervisor.stop(agent.id, "died", now)
+        self.doomed.add(agent.id)
+        self._event("died", agent.id, fitness=agent.fitness, reason=agent.reason,
+                    generation=self.generation)
+
+    def _reproduce(self, parents: Sequence[str], registry: Registry) -> list[AgentRecord]:
+        """Offspring: new id, the parent's genome copied, built aside, then moved into place."""
+        if not parents or self.catalogue is None:
+            return []
+        staging = self.workspace.staging_dir / f"birth-{os.getpid()}-{self.generation}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        requests = []
+        for parent_id in parents:
+            parent = self.agents[parent_id]
+            genome = self.new_genomes.get(parent.genome_hash) or registry.genome_bytes(
+                parent.genome_hash)
+            if genome is None:
+                continue
+            child = str(uuid.UUID(int=self.select_rng.getrandbits(128), version=4))
+            requests.append((BuildRequest(child, genome), parent_id))
+        built: list[tuple[BuiltAgent, str]] = []
+        for request, parent_id in requests:
+            try:
+                built.extend((b, parent_id) for b in build_chunk(str(staging), [request]))
+            except EvolveError as exc:  # the template dropped a gene the parent carries
+                self.log.warning("birth_failed", parent=parent_id, error=str(exc))
+        sync_filesystem(staging)
+        records = []
+        wall = time.time()
+        for agent, parent_id in built:
+            (staging / agent.agent_id).rename(self.workspace.agent_dir(agent.agent_id))
+            records.append(AgentRecord(
+                id=agent.agent_id, status="active", generation=self.generation,
+                parent=parent_id, genome_hash=agent.genome_hash, code_hash=agent.code_hash,
+                created=wall, active_files=agent.active_files,
+                active_functions=agent.active_functions))
+            self.agents[agent.agent_id] = Agent(
+                id=agent.agent_id, status="active", reason=None, genome_hash=agent.genome_hash,
+                code_hash=agent.code_hash, active_files=agent.active_files,
+                active_functions=agent.active_functions)
+            self._event("born", agent.agent_id, parent=parent_id, generation=self.generation,
+                        genome_hash=agent.genome_hash)
+        fsync_dir(self.workspace.agents_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        return records
+
+    def _publish_elite(self, registry: Registry) -> None:
+        """The best genomes, as ``commons/elite/<rank>.bin``, for agents to recombine with."""
+        count = self.config.selection.publish_elite
+        ranked = sorted((a for a in self.agents.values()
+                         if a.status == "active" and a.fitness is not None),
+                        key=lambda a: (-(a.fitness or 0.0), a.id))[:count]
+        directory = self.workspace.commons_dir / "elite"
+        directory.mkdir(parents=True, exist_ok=True)
+        for rank, agent in enumerate(ranked):
+            data = self.new_genomes.get(agent.genome_hash) or registry.genome_bytes(
+                agent.genome_hash)
+            if data is not None:
+                atomic_write(directory / f"{rank}.bin", data, durable=False)
+        for stale in directory.glob("*.bin"):
+            if not stale.stem.isdigit() or int(stale.stem) >= len(ranked):
+                stale.unlink(missing_ok=True)
+
+    def _bury(self) -> None:
+        """Remove the directories of dead agents whose process has ended."""
+        for agent_id in list(self.doomed):
+            proc = self.supervisor.agents.get(agent_id)
+            if proc is not None and proc.pid is not None:
+                continue
+            shutil.rmtree(self.workspace.agent_dir(agent_id), ignore_errors=True)
+            self.doomed.discard(agent_id)
+            self.agents.pop(agent_id, None)
+            self.supervisor.agents.pop(agent_id, None)
 
     # -- stage 8: save and notify -----------------------------------------------------
 
-    def _save(self, registry: Registry, generations: list[dict[str, Any]]) -> None:
+    def _save(self, registry: Registry, generations: list[dict[str, Any]],
+              births: Sequence[AgentRecord] = ()) -> None:
         self._apply_supervisor_events()
         updates = []
         for agent in self.agents.values():
@@ -443,12 +566,13 @@ class LifeManager:
                 0 if proc is None else proc.restarts, process,
                 None if proc is None else proc.pid,
                 None if proc is None else proc.create_time,
+                agent.energy, agent.idle_generations,
             )))
             agent.dirty = False
             if proc is not None:
                 proc.dirty = False
         events, self.events = self.events, []
-        registry.save_pass(updates, list(self.new_genomes.items()), events, generations)
+        registry.save_pass(updates, list(self.new_genomes.items()), events, generations, births)
         self.new_genomes.clear()
         self.notifier.publish(events)
 
@@ -478,6 +602,7 @@ class LifeManager:
                 active_files=row["active_files"], active_functions=row["active_functions"],
                 lines=row["lines"], complexity=row["complexity"], mutations=row["mutations"],
                 fitness=row["fitness"], evaluations=row["evaluations"],
+                energy=row["energy"], idle_generations=row["idle_generations"],
             )
             agent.dirty = row["pid"] is not None or row["process"] != "stopped"
             self.agents[agent.id] = agent
@@ -492,6 +617,7 @@ class LifeManager:
             agent.pending.clear()
         try:
             self._save(registry, [])
+            self._bury()
         finally:
             self.supervisor.close()
             self.notifier.close()
@@ -504,12 +630,14 @@ class LifeManager:
             config = config_service.load(self.workspace.config_path)
             environment = load_environment(config.environment,
                                            Settings(config.evaluation.energy_cost))
+            strategy = load_strategy(config.selection.strategy)
             notifier = Notifier(config.hooks, config.hook_timeout)
         except EvolveError as exc:
             self.log.error("reload_refused", error=str(exc))
             return
         self.notifier.close()
         self.config, self.environment, self.notifier = config, environment, notifier
+        self.strategy = strategy
         self.supervisor.settings = _supervisor_settings(config)
         self.log.info("config_reloaded")
 
@@ -558,6 +686,14 @@ class LifeManager:
     def _event(self, kind: str, agent: str | None, **data: Any) -> None:
         self.events.append(Event(kind=kind, time=time.time(), agent=agent,
                                  data=tuple(data.items())))
+
+
+def load_strategy(name: str) -> Strategy:
+    builtin = BUILTIN.get(name)
+    if builtin is not None:
+        return builtin
+    strategy: Strategy = load_plugin(name, "evolve_ai.selection", "selection strategy")
+    return strategy
 
 
 def _supervisor_settings(config: Config) -> SupervisorSettings:

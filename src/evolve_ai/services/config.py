@@ -54,6 +54,10 @@ def _plugin_of(group: str, builtins: tuple[str, ...]) -> Check:
     return check
 
 
+def _fraction(value: Any) -> str | None:
+    return None if 0.0 <= value <= 1.0 else "must be between 0 and 1"
+
+
 def _plugins(value: Any) -> str | None:
     bad = next((item for item in value if not PLUGIN_RE.match(item)), None)
     return None if bad is None else f"has {bad!r}, not a name or 'module:attribute'"
@@ -116,6 +120,19 @@ class Selection:
     strategy: str = _key("truncation", "one of " + ", ".join(STRATEGIES) + ", or module:attr",
                          _plugin_of("evolve_ai.selection", STRATEGIES))
     every: int = _key(5, "passes per generation (one selection each)", _positive)
+    survival: float = _key(0.5, "share of the evaluated population kept (truncation, tournament)",
+                           _fraction)
+    elite: int = _key(1, "best agents never chosen to die", _non_negative)
+    tournament_size: int = _key(3, "contenders per tournament (tournament, parent choice)",
+                                _positive)
+    threshold: float = _key(0.2, "fitness below which agents die (threshold)", _fraction)
+    min_evaluations: int = _key(8, "evaluations an agent needs before it can be selected against",
+                                _non_negative)
+    grace: int = _key(1, "generations a disabled or quarantined agent is kept before it dies",
+                      _non_negative)
+    metabolism: float = _key(0.25, "energy spent per generation (energy)", _non_negative)
+    publish_elite: int = _key(5, "best genomes published to the commons each generation",
+                              _non_negative)
 
 
 @dataclass(frozen=True, slots=True)

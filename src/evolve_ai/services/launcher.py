@@ -22,8 +22,8 @@ Ownership of fds: ``spawn`` creates the agent's stdin and stdout pipes; the
 orchestrator's ends are returned in ``Launched`` and belong to the caller, who
 closes them. The stderr fd stays the caller's too: the launcher sends a copy.
 
-Not thread-safe in the sense that matters: the fork server dies with the *thread*
-that started it (PR_SET_PDEATHSIG), so call ``start`` from the main thread or one
+The fork server dies with the *thread* that started it (PR_SET_PDEATHSIG): call
+``start`` (and ``spawn``, which restarts a dead server) from the main thread or one
 that lives as long as the launcher. The methods themselves hold a lock.
 """
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import marshal
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -121,7 +122,11 @@ class Exited:
 
 
 class Launcher:
-    """Client of the fork server: spawn agents, hear of their exits."""
+    """Client of the fork server: spawn agents, hear of their exits.
+
+    ``fileno()`` is an epoll fd that stays the same for the launcher's whole life, even
+    when a dead fork server is replaced: register it once in a selector.
+    """
 
     def __init__(self, *, sandbox: bool = True,
                  preload: Sequence[str] = DEFAULT_PRELOAD) -> None:
@@ -133,18 +138,35 @@ class Launcher:
         self._events: socket.socket | None = None
         self._status = "not started"
         self._running: dict[int, str] = {}
+        self._server_gone = False  # its events socket said EOF: it is dead or dying
+        # Readable when exit reports are pending: the events socket of the current
+        # server, and a pipe for reports we make up ourselves (agents of a dead server).
+        self._poller: select.epoll | None = None
+        self._wake_read = self._wake_write = -1
+        self._queued: list[Exited] = []
 
     # --- Life of the fork server ---------------------------------------------------
 
     def start(self) -> None:
-        """Start the fork server, or restart it if it died; no-op while it runs."""
-        with self._lock:
-            if self._process is not None and self._process.poll() is None:
-                return
-            self._release()
-            self._launch_server()
+        """Start the fork server, or a new one if it died; no-op while it runs.
 
-    def _launch_server(self) -> None:
+        The fork server dies with the *thread* that starts it (PR_SET_PDEATHSIG):
+        call this from the main thread, or one that lives as long as the launcher.
+        """
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
+        if self._alive():
+            return
+        if self._poller is None:
+            self._poller = select.epoll()
+            self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._poller.register(self._wake_read, select.EPOLLIN)
+        self._release(orphans=True)
+        self._launch_server(self._poller)
+
+    def _launch_server(self, poller: select.epoll) -> None:
         control, server_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         events, server_events = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds = (server_control.fileno(), server_events.fileno())
@@ -155,34 +177,47 @@ class Launcher:
             # Pipes as its stdin and stdout, so that the stdio objects Python makes for
             # it are those an agent gets (see forkserver); its own session, so that a
             # Ctrl-C meant for the orchestrator does not reach it.
-            self._process = subprocess.Popen(
+            process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 pass_fds=fds, env=env, cwd="/", start_new_session=True)
         except OSError as error:
+            control.close()
+            events.close()
             raise LaunchError(f"cannot start the fork server: {error}") from error
         finally:
             server_control.close()
             server_events.close()
-        for pipe in (self._process.stdin, self._process.stdout):
+        for pipe in (process.stdin, process.stdout):
             if pipe is not None:
                 pipe.close()
-        self._control, self._events = control, events
+        self._process, self._control, self._events = process, control, events
+        self._server_gone = False
         events.setblocking(False)
+        poller.register(events, select.EPOLLIN)
         control.settimeout(_START_TIMEOUT)
         try:
             control.send(marshal.dumps(("init", self._sandbox, list(self._preload))))
             _, _, self._status = self._receive_reply()
-        except LaunchError:
-            self._release()
-            raise
+        except (OSError, LaunchError) as error:
+            self._release(orphans=False)
+            if isinstance(error, LaunchError):
+                raise
+            raise LaunchError(f"cannot start the fork server: {error}") from error
         control.settimeout(_REPLY_TIMEOUT)
 
     def close(self) -> None:
         """Stop the fork server; it kills every agent it forked before exiting."""
         with self._lock:
-            self._release()
+            self._release(orphans=False)
+            if self._poller is not None:
+                self._poller.close()
+                os.close(self._wake_read)
+                os.close(self._wake_write)
+                self._poller = None
+            self._queued.clear()
 
-    def _release(self) -> None:
+    def _release(self, *, orphans: bool) -> None:
+        """Let go of the current server; its agents die with it (PR_SET_PDEATHSIG)."""
         if self._control is not None:
             self._control.close()  # the server sees EOF: kills its children, exits
         process = self._process
@@ -193,14 +228,31 @@ class Launcher:
                 process.kill()
                 process.wait()
         if self._events is not None:
+            if orphans:  # what it reported before dying, then the agents it took along
+                self._queue(self._drain_events())
+            if self._poller is not None and not self._server_gone:
+                self._poller.unregister(self._events)
             self._events.close()
+        if orphans:
+            self._queue(self._orphans())
         self._process = self._control = self._events = None
         self._running.clear()
+        self._server_gone = False
+
+    def _queue(self, exits: list[Exited]) -> None:
+        if exits:
+            self._queued.extend(exits)
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_write, b"!")
 
     @property
     def alive(self) -> bool:
         """Whether the fork server runs (its agents die with it)."""
-        return self._process is not None and self._process.poll() is None
+        return self._alive()
+
+    def _alive(self) -> bool:
+        return (self._process is not None and not self._server_gone
+                and self._control is not None and self._process.poll() is None)
 
     @property
     def sandbox_status(self) -> str:
@@ -218,7 +270,17 @@ class Launcher:
     # --- Agents ------------------------------------------------------------------------
 
     def spawn(self, spec: LaunchSpec, stderr_fd: int) -> Launched:
-        """Fork one agent; ``stderr_fd`` stays the caller's (the agent gets a copy)."""
+        """Fork one agent; ``stderr_fd`` stays the caller's (the agent gets a copy).
+
+        If the fork server died since ``start``, a new one is started first (its old
+        agents are reported killed by ``read_exits``). A failure of the child's own
+        setup (a missing directory, a refused mount) is not an error here: the agent
+        exits with status 127 and says why on its stderr.
+        """
+        relative = [path for path in (spec.cwd, *spec.writable, *spec.readonly_within)
+                    if not os.path.isabs(path)]
+        if relative:
+            raise LaunchError(f"agent {spec.agent_id}: paths must be absolute: {relative[0]}")
         request = marshal.dumps(("spawn", spec.agent_id, spec.cwd, spec.env,
                                  spec.limits.as_tuple(), spec.writable,
                                  spec.readonly_within, spec.pycache_prefix))
@@ -226,39 +288,49 @@ class Launcher:
             raise LaunchError(f"agent {spec.agent_id}: launch request too large "
                               f"({len(request)} bytes; environment too big?)")
         with self._lock:
-            control = self._require_control()
-            stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC)
-            stdout_read, stdout_write = os.pipe2(os.O_CLOEXEC)
-            try:
-                socket.send_fds(control, [request], [stdin_read, stdout_write, stderr_fd])
-                reply = self._receive_reply()
-            except BaseException:
-                os.close(stdin_write)
-                os.close(stdout_read)
-                raise
-            finally:  # only the agent may hold these ends, or it never sees EOF
-                os.close(stdin_read)
-                os.close(stdout_write)
-            if reply[0] != "ok":
-                os.close(stdin_write)
-                os.close(stdout_read)
-                raise LaunchError(f"agent {spec.agent_id}: {reply[1]}")
-            pid = int(reply[1])
+            if self._poller is None:
+                raise LaunchError("the launcher is not started")
+            self._start()  # a no-op unless the server died
+            pid, stdin, stdout = self._fork(request, stderr_fd)
             self._running[pid] = spec.agent_id
+        return Launched(spec.agent_id, pid, _create_time(pid), stdin, stdout)
+
+    def _fork(self, request: bytes, stderr_fd: int) -> tuple[int, int, int]:
+        """Ask for one fork; the orchestrator's ends of the agent's stdin and stdout."""
+        stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC)
+        stdout_read, stdout_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            self._send(request, [stdin_read, stdout_write, stderr_fd])
+            reply = self._receive_reply()
+            if reply[0] != "ok":
+                raise LaunchError(str(reply[1]))
+        except BaseException:
+            os.close(stdin_write)
+            os.close(stdout_read)
+            raise
+        finally:  # only the agent may hold these ends, or it never sees EOF
+            os.close(stdin_read)
+            os.close(stdout_write)
         os.set_blocking(stdin_write, False)
         os.set_blocking(stdout_read, False)
-        return Launched(spec.agent_id, pid, _create_time(pid), stdin_write, stdout_read)
+        return int(reply[1]), stdin_write, stdout_read
 
-    def _require_control(self) -> socket.socket:
+    def _send(self, request: bytes, fds: list[int]) -> None:
         if self._control is None:
-            raise LaunchError("the launcher is not started")
-        return self._control
+            raise LaunchError("the fork server is not running")
+        try:
+            socket.send_fds(self._control, [request], fds)
+        except OSError as error:
+            self._abandon()
+            raise LaunchError(f"the fork server is gone ({error.strerror or error})"
+                              f"{self._server_exit()}") from error
 
     def _receive_reply(self) -> tuple[Any, ...]:
         """The server's answer on the control socket; any failure leaves it unusable."""
-        control = self._require_control()
+        if self._control is None:
+            raise LaunchError("the fork server is not running")
         try:
-            data = control.recv(_MAX_MESSAGE)
+            data = self._control.recv(_MAX_MESSAGE)
         except TimeoutError:
             data, reason = b"", "does not answer"
         except OSError as error:
@@ -287,36 +359,48 @@ class Launcher:
             return f" (exit status {code})"
         return ""
 
+    # --- Exits -------------------------------------------------------------------------
+
     def fileno(self) -> int:
-        """Readable when exit reports are pending (or the fork server is gone)."""
-        if self._events is None:
+        """Readable when exit reports are pending; the same fd until ``close``."""
+        if self._poller is None:
             raise LaunchError("the launcher is not started")
-        return self._events.fileno()
+        return self._poller.fileno()
 
     def read_exits(self) -> list[Exited]:
         """Drain pending exit reports without blocking.
 
         When the fork server has died, its agents died with it: each one still known
-        is reported once as killed by SIGKILL; ``alive`` is then False, ``fileno()``
-        stays readable, and ``start()`` brings a new server (with a new fileno).
+        is reported once as killed by SIGKILL, and ``alive`` is False until ``start``
+        or the next ``spawn`` brings a new server.
         """
         with self._lock:
-            if self._events is None:
-                return []
-            exits: list[Exited] = []
-            while True:
-                try:
-                    data = self._events.recv(_MAX_MESSAGE)
-                except BlockingIOError:
-                    return exits
-                except OSError:
-                    data = b""
-                if not data:
-                    exits.extend(self._orphans())
-                    return exits
-                for agent_id, pid, returncode in marshal.loads(data):
-                    self._running.pop(pid, None)
-                    exits.append(Exited(agent_id, pid, returncode))
+            exits, self._queued = self._queued, []
+            if self._wake_read >= 0:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self._wake_read, 4096):
+                        pass
+            return exits + self._drain_events()
+
+    def _drain_events(self) -> list[Exited]:
+        exits: list[Exited] = []
+        if self._events is None or self._server_gone:
+            return exits
+        while True:
+            try:
+                data = self._events.recv(_MAX_MESSAGE)
+            except BlockingIOError:
+                return exits
+            except OSError:
+                data = b""
+            if not data:
+                # Gone: stop watching a socket that would now always read as ready.
+                self._server_gone = True
+                if self._poller is not None:
+                    self._poller.unregister(self._events)
+                return exits + self._orphans()
+            for pid, returncode in marshal.loads(data):
+                exits.append(Exited(self._running.pop(pid, ""), pid, returncode))
 
     def _orphans(self) -> list[Exited]:
         orphans = [Exited(agent_id, pid, -signal.SIGKILL)

@@ -70,18 +70,23 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE agents ADD COLUMN complexity INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE agents ADD COLUMN mutations INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: selection state: energy reserve, generations spent unable to run
+    """
+    ALTER TABLE agents ADD COLUMN energy REAL NOT NULL DEFAULT 1.0;
+    ALTER TABLE agents ADD COLUMN idle_generations INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 AGENT_COLUMNS = (
     "id, status, reason, generation, parent, genome_hash, code_hash, created, updated, "
     "active_files, active_functions, lines, complexity, mutations, fitness, evaluations, "
-    "restarts, process, pid"
+    "restarts, process, pid, energy, idle_generations"
 )
 # What a pass may change about an agent, in the order AgentUpdate lists them.
 UPDATE_COLUMNS = (
     "status", "reason", "genome_hash", "code_hash", "active_files", "active_functions",
     "lines", "complexity", "mutations", "fitness", "evaluations", "restarts", "process",
-    "pid", "pid_started",
+    "pid", "pid_started", "energy", "idle_generations",
 )
 
 
@@ -217,12 +222,20 @@ class Registry:
         genomes: Iterable[tuple[str, bytes]],
         events: Sequence[Event],
         generations: Sequence[dict[str, Any]] = (),
+        births: Sequence[AgentRecord] = (),
     ) -> None:
-        """One pass's changes in one transaction: agents, new genomes, events, history."""
+        """One pass's changes in one transaction: births, agents, genomes, events, history."""
         now = time.time()
         assignments = ", ".join(f"{column} = ?" for column in UPDATE_COLUMNS)
         with self.transaction() as db:
             db.executemany("INSERT OR IGNORE INTO genomes (hash, data) VALUES (?, ?)", genomes)
+            db.executemany(
+                "INSERT INTO agents (id, status, generation, parent, genome_hash, code_hash, "
+                "created, updated, active_files, active_functions) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.id, r.status, r.generation, r.parent, r.genome_hash, r.code_hash,
+                  r.created, now, r.active_files, r.active_functions) for r in births],
+            )
             db.executemany(
                 f"UPDATE agents SET {assignments}, updated = ? WHERE id = ?",
                 [(*values, now, agent_id) for agent_id, values in updates],
@@ -240,6 +253,24 @@ class Registry:
                 generation = max(generation, int(row["generation"]))
             db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
             self._insert_events(events, generation)
+
+    def lineage(self, agent_id: str) -> list[dict[str, Any]]:
+        """The agent, its parent, its parent's parent... up to a founder (oldest last)."""
+        rows = self._db.execute(
+            "WITH RECURSIVE line(id, depth) AS (SELECT ?, 0 UNION ALL "
+            "SELECT agents.parent, line.depth + 1 FROM agents JOIN line ON agents.id = line.id "
+            "WHERE agents.parent IS NOT NULL AND line.depth < 100000) "
+            "SELECT agents.id, agents.status, agents.generation, agents.parent, agents.fitness, "
+            "agents.genome_hash, agents.created FROM line JOIN agents ON agents.id = line.id "
+            "ORDER BY line.depth",
+            (agent_id,),
+        )
+        return [dict(row) for row in rows]
+
+    def children(self, agent_id: str) -> list[str]:
+        rows = self._db.execute("SELECT id FROM agents WHERE parent = ? ORDER BY created, id",
+                                (agent_id,))
+        return [row[0] for row in rows]
 
     def genome_bytes(self, genome_hash: str) -> bytes | None:
         row = self._db.execute("SELECT data FROM genomes WHERE hash = ?", (genome_hash,)).fetchone()

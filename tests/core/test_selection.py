@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evolve_ai.core.selection import Individual, Params, decide, none_strategy
+from evolve_ai.core.selection.registry import BUILTIN
+
+
+def ind(name: str, fitness: float | None, evaluations: int = 20, runnable: bool = True,
+        idle: int = 0, energy: float = 1.0) -> Individual:
+    return Individual(name, fitness, evaluations, runnable, idle, energy)
+
+
+@st.composite
+def populations(draw: st.DrawFn) -> list[Individual]:
+    size = draw(st.integers(1, 40))
+    return [ind(f"a{i:02d}", draw(st.none() | st.floats(0, 1)), draw(st.integers(0, 30)),
+                draw(st.booleans() | st.just(True)), draw(st.integers(0, 3)),
+                draw(st.floats(-1, 3)))
+            for i in range(size)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(populations(), st.sampled_from(sorted(BUILTIN)), st.integers(1, 60), st.integers(0, 3),
+       st.randoms(use_true_random=False))
+def test_every_strategy_keeps_the_rules(population: list[Individual], name: str, size: int,
+                                        elite: int, rng: random.Random) -> None:
+    params = Params(population_size=size, elite=elite)
+    decision = decide(BUILTIN[name], population, params, rng)
+    ids = {i.id for i in population}
+    assert set(decision.deaths) <= ids
+    assert len(set(decision.deaths)) == len(decision.deaths)
+    dead = set(decision.deaths)
+    survivors = [i for i in population if i.id not in dead]
+    for individual in population:
+        if individual.runnable and individual.evaluations < params.min_evaluations:
+            assert individual.id not in dead, "a protected individual died"
+        if name != "none" and not individual.runnable:
+            spent = individual.idle_generations >= params.grace
+            assert (individual.id in dead) == spent, "grace not respected"
+    evaluated = sorted((i for i in population
+                        if i.runnable and i.fitness is not None
+                        and not (not i.runnable and i.idle_generations >= params.grace)),
+                       key=lambda i: (-i.fitness, i.id))  # type: ignore[operator]
+    for best in evaluated[:elite]:
+        assert best.id not in dead, "an elite individual died"
+    assert set(decision.parents) <= {i.id for i in survivors if i.runnable}
+    if name == "none":
+        assert decision.parents == ()
+    elif any(i.runnable for i in survivors):
+        assert len(survivors) + len(decision.parents) == max(size, len(survivors))
+
+
+def test_same_seed_same_decision() -> None:
+    population = [ind(f"a{i}", i / 10) for i in range(10)]
+    for name, strategy in BUILTIN.items():
+        params = Params(population_size=10)
+        first = decide(strategy, population, params, random.Random(3))
+        again = decide(strategy, list(reversed(population)), params, random.Random(3))
+        assert first == again, name
+
+
+def test_truncation_kills_the_worst_half() -> None:
+    population = [ind(f"a{i}", i / 10) for i in range(10)]
+    decision = decide(BUILTIN["truncation"], population, Params(population_size=10),
+                      random.Random(0))
+    assert sorted(decision.deaths) == [f"a{i}" for i in range(5)]
+    assert len(decision.parents) == 5
+    assert all(int(p[1:]) >= 5 for p in decision.parents)
+
+
+def test_threshold_and_protection() -> None:
+    population = [ind("low", 0.1), ind("young", 0.0, evaluations=2), ind("high", 0.9)]
+    decision = decide(BUILTIN["threshold"], population, Params(population_size=3, elite=0),
+                      random.Random(0))
+    assert decision.deaths == ("low",)
+
+
+def test_energy_accumulates_and_starves() -> None:
+    population = [ind("rich", 0.0, energy=2.0), ind("poor", 0.1, energy=0.1),
+                  ind("good", 0.9, energy=1.0)]
+    decision = decide(BUILTIN["energy"], population, Params(population_size=3, elite=0,
+                                                           metabolism=0.25), random.Random(0))
+    assert decision.deaths == ("poor",)
+    levels = dict(decision.energies)
+    assert levels["rich"] == pytest.approx(1.75)
+    assert levels["good"] == pytest.approx(1.65)
+
+
+def test_spent_agents_die_after_their_grace() -> None:
+    population = [ind("ok", 0.5), ind("broken", None, runnable=False, idle=0),
+                  ind("old", None, runnable=False, idle=1)]
+    control = decide(none_strategy, population, Params(population_size=3), random.Random(0))
+    assert control.deaths == () and control.parents == ()
+    refilled = decide(BUILTIN["truncation"], population, Params(population_size=3, elite=1),
+                      random.Random(0))
+    assert "old" in refilled.deaths and "broken" not in refilled.deaths
+    assert set(refilled.parents) <= {"ok"}

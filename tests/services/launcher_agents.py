@@ -1,0 +1,122 @@
+"""Tiny agents (sources of ``agent/main.py``) for the launcher's tests."""
+
+from __future__ import annotations
+
+# Says who it is and where it runs, then echoes every line until end of input.
+HELLO_ECHO = """\
+import json, os, sys
+print(json.dumps({"type": "hello", "cwd": os.getcwd(), "argv0": sys.argv[0],
+                  "name": __name__, "env": dict(os.environ), "path": sys.path}),
+      flush=True)
+for line in sys.stdin:
+    print(line.rstrip("\\n"), flush=True)
+"""
+
+# A hello, then waits for end of input: the shape of a real agent's start.
+HELLO_WAIT = """\
+import sys
+print('{"type": "hello", "genome_hash": ""}', flush=True)
+sys.stdin.read()
+"""
+
+QUIT_AT_ONCE = ""
+
+# Unflushed output and exit handlers must survive the exit, as with `python -m`.
+EXIT_3 = """\
+import atexit
+atexit.register(print, "atexit ran")
+print("bye")
+raise SystemExit(3)
+"""
+
+STDIO = """\
+import json, random, sys
+print(json.dumps({"write_through": sys.stdout.write_through,
+                  "encoding": sys.stdout.encoding, "random": random.random()}))
+"""
+
+CRASH = "raise ValueError('boom')\n"
+
+SLEEPER = """\
+import time
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+# Forks a grandchild (same process group) and says its pid.
+FORKER = """\
+import os, time
+child = os.fork()
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(60)
+"""
+
+MEMORY_HOG = """\
+data = bytearray(1 << 30)
+print(len(data), flush=True)
+"""
+
+SPINNER = """\
+print("spinning", flush=True)
+while True:
+    pass
+"""
+
+# Writes 2 MiB and says how it went (Python ignores SIGXFSZ: the write fails).
+BIG_WRITER = """\
+import errno
+try:
+    with open("big.bin", "wb") as file:
+        file.write(b"x" * (2 << 20))
+    print("written", flush=True)
+except OSError as error:
+    print(errno.errorcode[error.errno], flush=True)
+"""
+
+# Tries what the sandbox forbids; OUTSIDE, PORT and SIBLING (a file in another agent's
+# directory, through /proc/<pid>/root) come from its environment.
+PROBE = """\
+import errno, json, os, socket
+
+def write(path):
+    try:
+        with open(path, "w") as file:
+            file.write("x")
+    except OSError as error:
+        return errno.errorcode.get(error.errno, str(error))
+    return "ok"
+
+def connect(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError as error:
+        return errno.errorcode.get(error.errno or 0, type(error).__name__)
+    return "ok"
+
+with open("/proc/self/status") as status:
+    capabilities = [line.split()[1] for line in status if line.startswith("CapEff")][0]
+print(json.dumps({"outside": write(os.environ["OUTSIDE"]), "inside": write("inside.txt"),
+                  "src": write("src/new.py"), "net": connect(int(os.environ["PORT"])),
+                  "sibling": write(os.environ["SIBLING"]), "capabilities": capabilities}),
+      flush=True)
+"""
+
+# Run as the orchestrator by the orchestrator-death test: argv[1] is an agent directory.
+ORCHESTRATOR = """\
+import json, os, sys, time
+from evolve_ai.services.launcher import Launcher, LaunchSpec, Limits
+
+directory = sys.argv[1]
+launcher = Launcher()
+launcher.start()
+log = os.open(os.path.join(directory, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+none = Limits(None, None, None, None, None)
+launched = [launcher.spawn(LaunchSpec(f"agent-{n}", directory, {}, none, (directory,), (),
+                                      None), log)
+            for n in range(3)]
+print(json.dumps([agent.pid for agent in launched]), flush=True)
+time.sleep(60)
+"""

@@ -1,0 +1,450 @@
+"""The launcher: a real fork server, real agents, real signals, rlimits and namespaces."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+from evolve_ai.services.launcher import (
+    Exited,
+    Launched,
+    Launcher,
+    LaunchError,
+    LaunchSpec,
+    Limits,
+)
+from tests.services import launcher_agents as agents
+
+NO_LIMITS = Limits(None, None, None, None, None)
+TIMEOUT = 10.0
+
+
+def write_agent(directory: Path, source: str) -> Path:
+    package = directory / "src" / "agent"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "main.py").write_text(source)
+    return directory
+
+
+def spec_for(directory: Path, *, limits: Limits = NO_LIMITS,
+             env: dict[str, str] | None = None) -> LaunchSpec:
+    return LaunchSpec(agent_id=directory.name, cwd=str(directory),
+                      env=env if env is not None else {"EVOLVE_AGENT_ID": directory.name},
+                      limits=limits, writable=(str(directory),),
+                      readonly_within=(str(directory / "src"),), pycache_prefix=None)
+
+
+@dataclass
+class Agent:
+    """A launched agent seen from the orchestrator: its pipes and its log."""
+
+    launched: Launched
+    log: Path
+    buffer: bytes = b""
+
+    @property
+    def pid(self) -> int:
+        return self.launched.pid
+
+    def line(self, timeout: float = TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no line from agent {self.pid}; log: {self.stderr()}"
+            select.select([self.launched.stdout], [], [], remaining)
+            try:
+                chunk = os.read(self.launched.stdout, 65536)
+            except BlockingIOError:
+                continue
+            assert chunk, f"agent {self.pid} closed its stdout; log: {self.stderr()}"
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode()
+
+    def send(self, text: str) -> None:
+        os.write(self.launched.stdin, text.encode())
+
+    def close_stdin(self) -> None:
+        os.close(self.launched.stdin)
+
+    def stderr(self) -> str:
+        return self.log.read_text()
+
+
+@dataclass
+class Harness:
+    """One fork server for the module, and what each test launched with it."""
+
+    launcher: Launcher
+    exits: dict[int, Exited] = field(default_factory=dict)
+    open_fds: set[int] = field(default_factory=set)
+
+    def launch(self, directory: Path, *, limits: Limits = NO_LIMITS,
+               env: dict[str, str] | None = None) -> Agent:
+        log = directory / "agent.log"
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            launched = self.launcher.spawn(spec_for(directory, limits=limits, env=env), fd)
+        finally:
+            os.close(fd)
+        self.open_fds.update((launched.stdin, launched.stdout))
+        return Agent(launched, log)
+
+    def wait_exit(self, pid: int, timeout: float = TIMEOUT) -> Exited:
+        deadline = time.monotonic() + timeout
+        while pid not in self.exits:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no exit reported for {pid}"
+            select.select([self.launcher.fileno()], [], [], remaining)
+            for exited in self.launcher.read_exits():
+                self.exits[exited.pid] = exited
+        return self.exits.pop(pid)
+
+    def close_fds(self) -> None:
+        for fd in self.open_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.open_fds.clear()
+
+
+@pytest.fixture(scope="module")
+def launcher() -> Iterator[Launcher]:
+    with Launcher() as started:
+        yield started
+
+
+@pytest.fixture
+def harness(launcher: Launcher) -> Iterator[Harness]:
+    harness = Harness(launcher)
+    yield harness
+    harness.close_fds()
+
+
+def gone(pid: int) -> bool:
+    """Dead, or a zombie (dead, its parent has not reaped it yet)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(pids: list[int], timeout: float = 2.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+        alive = [pid for pid in alive if not gone(pid)]
+    return alive
+
+
+# --- Running like `python -m agent.main` -------------------------------------------------
+
+
+def test_agent_runs_as_python_m_would_run_it(harness: Harness, tmp_path: Path) -> None:
+    directory = write_agent(tmp_path / "echo", agents.HELLO_ECHO)
+    env = {"EVOLVE_AGENT_ID": "echo", "EVOLVE_COMMONS": "/nowhere", "PATH": os.defpath}
+    agent = harness.launch(directory, env=env)
+
+    hello = json.loads(agent.line())
+    assert hello["cwd"] == str(directory)
+    assert hello["argv0"] == str(directory / "src" / "agent" / "main.py")
+    assert hello["name"] == "__main__"
+    assert hello["env"] == env
+    assert hello["path"][0] == str(directory / "src")
+    assert "" not in hello["path"]
+    assert str(directory) not in hello["path"]
+    assert os.getcwd() not in hello["path"]
+
+    agent.send("ping\n")
+    assert agent.line() == "ping"
+    closed = time.monotonic()
+    agent.close_stdin()
+    exited = harness.wait_exit(agent.pid)
+    noticed = time.monotonic() - closed
+    assert exited == Exited("echo", agent.pid, 0)
+    assert noticed < 1.0, f"exit noticed after {noticed:.3f} s"
+    assert agent.stderr() == ""
+
+
+def test_launched_pipes_belong_to_the_caller(harness: Harness, tmp_path: Path) -> None:
+    agent = harness.launch(write_agent(tmp_path / "echo", agents.HELLO_ECHO))
+    assert json.loads(agent.line())["type"] == "hello"  # its setup is over
+    for fd in (agent.launched.stdin, agent.launched.stdout):
+        assert not os.get_blocking(fd)
+        assert not os.get_inheritable(fd)
+    assert agent.launched.create_time == psutil.Process(agent.pid).create_time()
+    assert os.getpgid(agent.pid) == agent.pid  # its own process group
+    agent.close_stdin()
+    assert harness.wait_exit(agent.pid).returncode == 0
+
+
+# --- Exit statuses -----------------------------------------------------------------------
+
+
+def test_system_exit_code_is_the_exit_status(harness: Harness, tmp_path: Path) -> None:
+    agent = harness.launch(write_agent(tmp_path / "three", agents.EXIT_3))
+    assert harness.wait_exit(agent.pid).returncode == 3
+    assert [agent.line(), agent.line()] == ["bye", "atexit ran"]
+
+
+@pytest.mark.parametrize(("env", "write_through", "encoding"), [
+    ({}, False, "utf-8"),
+    ({"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "latin-1"}, True, "latin-1"),
+])
+def test_stdio_is_set_up_as_python_would(harness: Harness, tmp_path: Path,
+                                         env: dict[str, str], write_through: bool,
+                                         encoding: str) -> None:
+    directory = write_agent(tmp_path / "stdio", agents.STDIO)
+    reports = []
+    for _ in range(2):
+        agent = harness.launch(directory, env=env)
+        reports.append(json.loads(agent.line()))
+        assert harness.wait_exit(agent.pid).returncode == 0
+    assert reports[0]["write_through"] is write_through
+    assert reports[0]["encoding"] == encoding
+    assert reports[0]["random"] != reports[1]["random"]  # reseeded in every child
+
+
+def test_uncaught_exception_exits_1_with_its_traceback(harness: Harness,
+                                                         tmp_path: Path) -> None:
+    agent = harness.launch(write_agent(tmp_path / "crash", agents.CRASH))
+    assert harness.wait_exit(agent.pid).returncode == 1
+    log = agent.stderr()
+    assert "Traceback (most recent call last)" in log
+    assert "ValueError: boom" in log
+
+
+def test_killed_agent_reports_minus_the_signal(harness: Harness, tmp_path: Path) -> None:
+    agent = harness.launch(write_agent(tmp_path / "sleeper", agents.SLEEPER))
+    assert agent.line() == "ready"
+    os.kill(agent.pid, signal.SIGKILL)
+    assert harness.wait_exit(agent.pid).returncode == -signal.SIGKILL
+
+
+def test_killpg_reaches_the_agents_own_children(harness: Harness, tmp_path: Path) -> None:
+    agent = harness.launch(write_agent(tmp_path / "forker", agents.FORKER))
+    grandchild = int(agent.line())
+    assert os.getpgid(grandchild) == agent.pid
+    os.killpg(agent.pid, signal.SIGTERM)
+    assert harness.wait_exit(agent.pid).returncode == -signal.SIGTERM
+    assert wait_gone([grandchild]) == []
+
+
+def test_setup_failure_exits_127_with_a_message(harness: Harness, tmp_path: Path) -> None:
+    directory = write_agent(tmp_path / "agent", agents.QUIT_AT_ONCE)
+    log = tmp_path / "agent.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
+    missing = str(tmp_path / "missing")
+    spec = LaunchSpec("lost", missing, {}, NO_LIMITS, (missing,), (), None)
+    try:
+        launched = harness.launcher.spawn(spec, fd)
+    finally:
+        os.close(fd)
+    harness.open_fds.update((launched.stdin, launched.stdout))
+    assert harness.wait_exit(launched.pid).returncode == 127
+    assert "cannot start agent lost" in log.read_text()
+    assert directory.exists()
+
+
+# --- Resource limits ---------------------------------------------------------------------
+
+
+def test_memory_limit_refuses_a_big_allocation(harness: Harness, tmp_path: Path) -> None:
+    limits = Limits(200 << 20, None, None, None, None)
+    agent = harness.launch(write_agent(tmp_path / "hog", agents.MEMORY_HOG), limits=limits)
+    exited = harness.wait_exit(agent.pid)
+    assert exited.returncode != 0
+    assert exited.returncode < 0 or "MemoryError" in agent.stderr()
+
+
+def test_cpu_limit_kills_a_busy_loop(harness: Harness, tmp_path: Path) -> None:
+    limits = Limits(None, 1, None, None, None)
+    agent = harness.launch(write_agent(tmp_path / "spinner", agents.SPINNER), limits=limits)
+    assert agent.line() == "spinning"
+    exited = harness.wait_exit(agent.pid, timeout=15.0)
+    assert exited.returncode in (-signal.SIGXCPU, -signal.SIGKILL)
+
+
+def test_file_size_limit_stops_a_big_write(harness: Harness, tmp_path: Path) -> None:
+    limits = Limits(None, None, None, 1 << 20, None)
+    directory = write_agent(tmp_path / "writer", agents.BIG_WRITER)
+    agent = harness.launch(directory, limits=limits)
+    assert agent.line() == "EFBIG"
+    assert harness.wait_exit(agent.pid).returncode == 0
+    assert (directory / "big.bin").stat().st_size <= 1 << 20
+
+
+# --- Sandbox -----------------------------------------------------------------------------
+
+
+def test_sandbox_allows_only_the_agent_directory_and_no_network(
+        harness: Harness, tmp_path: Path) -> None:
+    status = harness.launcher.sandbox_status
+    if status != "namespaces":
+        assert status.startswith("rlimits only: ")
+        assert status.removeprefix("rlimits only: ").strip()
+        pytest.skip(status)
+    directory = write_agent(tmp_path / "probe", agents.PROBE)
+    sibling = harness.launch(write_agent(tmp_path / "sibling", agents.SLEEPER))
+    assert sibling.line() == "ready"
+    stolen = tmp_path / "sibling" / "stolen"
+    outside = tmp_path / "outside"
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        env = {"OUTSIDE": str(outside), "PORT": str(port),
+               "SIBLING": f"/proc/{sibling.pid}/root{stolen}"}
+        agent = harness.launch(directory, env=env)
+        report = json.loads(agent.line())
+        assert harness.wait_exit(agent.pid).returncode == 0
+    os.kill(sibling.pid, signal.SIGKILL)
+    harness.wait_exit(sibling.pid)
+
+    assert report["outside"] in ("EROFS", "EACCES")
+    assert not outside.exists()
+    assert report["inside"] == "ok"
+    assert (directory / "inside.txt").read_text() == "x"
+    assert report["src"] in ("EROFS", "EACCES")
+    assert not (directory / "src" / "new.py").exists()
+    assert report["net"] != "ok"
+    assert report["sibling"] in ("EACCES", "EPERM")
+    assert not stolen.exists()
+    assert int(report["capabilities"], 16) == 0
+
+
+def test_without_sandbox_only_rlimits_apply(tmp_path: Path) -> None:
+    directory = write_agent(tmp_path / "probe", agents.PROBE)
+    outside = tmp_path / "outside"
+    with Launcher(sandbox=False) as launcher, socket.create_server(("127.0.0.1", 0)) as server:
+        assert launcher.sandbox_status == "rlimits only: sandbox disabled"
+        harness = Harness(launcher)
+        env = {"OUTSIDE": str(outside), "PORT": str(server.getsockname()[1]),
+               "SIBLING": str(tmp_path / "elsewhere")}
+        agent = harness.launch(directory, env=env)
+        report = json.loads(agent.line())
+        harness.close_fds()
+    assert report["outside"] == "ok"
+    assert report["net"] == "ok"
+
+
+# --- Dying together ----------------------------------------------------------------------
+
+
+def test_agents_and_fork_server_die_with_the_orchestrator(tmp_path: Path) -> None:
+    directory = write_agent(tmp_path / "sleeper", agents.SLEEPER)
+    script = tmp_path / "orchestrator.py"
+    script.write_text(agents.ORCHESTRATOR)
+    with subprocess.Popen([sys.executable, str(script), str(directory)],
+                          stdout=subprocess.PIPE, text=True) as orchestrator:
+        assert orchestrator.stdout is not None
+        pids: list[int] = json.loads(orchestrator.stdout.readline())
+        server = psutil.Process(pids[0]).ppid()
+        assert psutil.Process(server).ppid() == orchestrator.pid
+        orchestrator.kill()
+        orchestrator.wait()
+    assert wait_gone([*pids, server]) == []
+
+
+def kill_server_of(agent: Agent) -> int:
+    server = psutil.Process(agent.pid).ppid()
+    os.kill(server, signal.SIGKILL)
+    return server
+
+
+def test_a_dead_fork_server_is_replaced_and_its_agents_reported_killed(
+        tmp_path: Path) -> None:
+    directory = write_agent(tmp_path / "sleeper", agents.SLEEPER)
+    with Launcher() as launcher:
+        harness = Harness(launcher)
+        fileno = launcher.fileno()
+        first = harness.launch(directory)
+        assert first.line() == "ready"
+        first_server = kill_server_of(first)
+        # Noticed through fileno(): the agent is reported killed, the server dead.
+        assert harness.wait_exit(first.pid).returncode == -signal.SIGKILL
+        assert not launcher.alive
+
+        second = harness.launch(directory)  # a new server, transparently
+        assert second.line() == "ready"
+        assert launcher.alive
+        second_server = kill_server_of(second)
+        assert second_server != first_server
+        deadline = time.monotonic() + TIMEOUT
+        while launcher.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+        # Replaced before its end was read: its agent is still reported, once.
+        third = harness.launch(directory)
+        assert third.line() == "ready"
+        assert harness.wait_exit(second.pid).returncode == -signal.SIGKILL
+        assert launcher.fileno() == fileno
+        harness.close_fds()
+    assert wait_gone([first.pid, second.pid, third.pid]) == []
+
+
+def test_spawn_refuses_relative_paths(harness: Harness) -> None:
+    spec = LaunchSpec("relative", "agents/a", {}, NO_LIMITS, ("agents/a",), (), None)
+    with pytest.raises(LaunchError, match="absolute"):
+        harness.launcher.spawn(spec, 2)
+
+
+def test_spawn_needs_a_started_launcher(tmp_path: Path) -> None:
+    launcher = Launcher()
+    with pytest.raises(LaunchError, match="not started"):
+        launcher.spawn(spec_for(tmp_path), 2)
+    launcher.start()
+    launcher.close()
+    assert not launcher.alive
+    with pytest.raises(LaunchError, match="not started"):
+        launcher.spawn(spec_for(tmp_path), 2)
+
+
+# --- Fds and speed -----------------------------------------------------------------------
+
+
+def open_fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_no_fd_leaks(harness: Harness, tmp_path: Path) -> None:
+    directory = write_agent(tmp_path / "quick", agents.QUIT_AT_ONCE)
+    before = open_fd_count()
+    launched = [harness.launch(directory) for _ in range(50)]
+    for agent in launched:
+        assert harness.wait_exit(agent.pid).returncode == 0
+    harness.close_fds()
+    assert abs(open_fd_count() - before) <= 2
+
+
+def test_two_hundred_agents_say_hello(harness: Harness, tmp_path: Path) -> None:
+    directories = [write_agent(tmp_path / f"agent-{n}", agents.HELLO_WAIT)
+                   for n in range(200)]
+    start = time.perf_counter()
+    launched = [harness.launch(directory) for directory in directories]
+    spawned = time.perf_counter() - start
+    for agent in launched:
+        assert json.loads(agent.line())["type"] == "hello"
+    hellos = time.perf_counter() - start
+    for agent in launched:
+        agent.close_stdin()
+    harness.open_fds.difference_update(agent.launched.stdin for agent in launched)
+    codes = {harness.wait_exit(agent.pid).returncode for agent in launched}
+    total = time.perf_counter() - start
+    print(f"200 agents: spawned in {spawned:.3f} s, all hellos at {hellos:.3f} s, "
+          f"all exits at {total:.3f} s")
+    assert codes == {0}
+    assert total < 20.0
+
