@@ -58,7 +58,7 @@ SETUP_FAILED = 127
 _RLIMITS = (resource.RLIMIT_AS, resource.RLIMIT_CPU, resource.RLIMIT_NOFILE,
             resource.RLIMIT_FSIZE, resource.RLIMIT_NPROC)
 # Environment variables that change how Python sets up its stdio.
-_STDIO_VARIABLES = ("PYTHONIOENCODING", "PYTHONUNBUFFERED", "PYTHONLEGACYWINDOWSSTDIO")
+_STDIO_VARIABLES = ("PYTHONIOENCODING", "PYTHONUNBUFFERED")
 
 # signal.signal wraps this C function with enum conversions that cost a child dozens
 # of copied pages; the child calls it directly.
@@ -261,11 +261,13 @@ def _open_stdio(env: dict[str, str]) -> None:
     and the launcher gives the server pipes as stdin and stdout, like the agent's.
     """
     encoding, _, errors = env.get("PYTHONIOENCODING", "").partition(":")
+    # The server's choices (locale or UTF-8 mode) are those the agent would make.
     encoding = encoding or sys.stdout.encoding
+    errors = errors or sys.stdout.errors or "strict"
     unbuffered = bool(env.get("PYTHONUNBUFFERED"))
     streams = {
-        "stdin": _text(0, "rb", encoding, errors or "strict", False, False),
-        "stdout": _text(1, "wb", encoding, errors or "strict", os.isatty(1), unbuffered),
+        "stdin": _text(0, "rb", encoding, errors, False, False),
+        "stdout": _text(1, "wb", encoding, errors, os.isatty(1), unbuffered),
         "stderr": _text(2, "wb", encoding, "backslashreplace", True, unbuffered),
     }
     for name, stream in streams.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -393,6 +394,20 @@ def test_a_dead_fork_server_is_replaced_and_its_agents_reported_killed(
         assert launcher.fileno() == fileno
         harness.close_fds()
     assert wait_gone([first.pid, second.pid, third.pid]) == []
+
+
+def test_a_bad_stderr_fd_is_refused_without_harm(harness: Harness, tmp_path: Path) -> None:
+    unused = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 1
+    with pytest.raises(OSError):
+        os.fstat(unused)
+    directory = write_agent(tmp_path / "echo", agents.HELLO_ECHO)
+    with pytest.raises(LaunchError, match="cannot send"):
+        harness.launcher.spawn(spec_for(directory), unused)
+    assert harness.launcher.alive
+    agent = harness.launch(directory)
+    assert json.loads(agent.line())["type"] == "hello"
+    agent.close_stdin()
+    assert harness.wait_exit(agent.pid).returncode == 0
 
 
 def test_spawn_refuses_relative_paths(harness: Harness) -> None:

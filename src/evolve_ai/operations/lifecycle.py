@@ -41,7 +41,7 @@ from evolve_ai.services import config as config_service
 from evolve_ai.services import logs
 from evolve_ai.services import template as template_service
 from evolve_ai.services.config import Config
-from evolve_ai.services.files import atomic_write, fsync_dir, sync_filesystem
+from evolve_ai.services.files import Shredder, atomic_write, fsync_dir, sync_filesystem
 from evolve_ai.services.launcher import Launcher, LaunchSpec, Limits
 from evolve_ai.services.notifier import Notifier
 from evolve_ai.services.registry import Registry
@@ -104,6 +104,7 @@ class LifeManager:
         self.select_rng = random.Random(
             f"select:{options.seed}" if options.seed is not None else None)
         self.doomed: set[str] = set()
+        self.shredder = Shredder()
         self.agents: dict[str, Agent] = {}
         self.events: list[Event] = []
         self.new_genomes: dict[str, bytes] = {}
@@ -543,7 +544,11 @@ class LifeManager:
             proc = self.supervisor.agents.get(agent_id)
             if proc is not None and proc.pid is not None:
                 continue
-            shutil.rmtree(self.workspace.agent_dir(agent_id), ignore_errors=True)
+            directory = self.workspace.agent_dir(agent_id)
+            self.shredder.discard(directory, self.workspace.trash_dir)
+            # its compiled modules too (the pycache mirrors absolute source paths)
+            self.shredder.discard(self.pycache / str(directory).lstrip(os.sep),
+                                  self.workspace.trash_dir)
             self.doomed.discard(agent_id)
             self.agents.pop(agent_id, None)
             self.supervisor.agents.pop(agent_id, None)
@@ -621,6 +626,7 @@ class LifeManager:
         finally:
             self.supervisor.close()
             self.notifier.close()
+            self.shredder.close()
             self.log.info("life_cycle_stopped", reason=self.stop_reason, passes=self.passes,
                           generation=self.generation)
 

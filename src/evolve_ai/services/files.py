@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import shutil
+import threading
+import time
 from pathlib import Path
 
 from evolve_ai._linux import syncfs
@@ -41,6 +45,44 @@ def write_if_changed(path: Path, data: bytes, *, durable: bool = True) -> bool:
         pass
     atomic_write(path, data, durable=durable)
     return True
+
+
+class Shredder:
+    """Deletes directory trees on a background thread.
+
+    Unlinking thousands of small files can take seconds on some filesystems;
+    the caller renames a tree into a trash directory (instant, atomic) and
+    hands it over, so the loop never waits for the deletion.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Path | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def discard(self, path: Path, trash: Path) -> None:
+        """Move ``path`` into ``trash`` now; delete it later. A missing path is ignored."""
+        trash.mkdir(parents=True, exist_ok=True)
+        target = trash / f"{path.name}-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            path.rename(target)
+        except FileNotFoundError:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="evolve-shredder",
+                                            daemon=True)
+            self._thread.start()
+        self._queue.put(target)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish the pending deletions (what is left is debris for the next start)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while (path := self._queue.get()) is not None:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def fsync_dir(path: Path) -> None:

@@ -30,8 +30,11 @@ that lives as long as the launcher. The methods themselves hold a lock.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import marshal
 import os
+import resource
 import select
 import signal
 import socket
@@ -62,6 +65,7 @@ _START_TIMEOUT = 30.0
 # A reply is one fork away; this only bounds a wedged server.
 _REPLY_TIMEOUT = 10.0
 _CLOSE_TIMEOUT = 5.0
+_FD_LIMIT = 1 << 16
 # The server's environment is what /proc/<agent>/environ shows (a fork keeps the
 # original block, whatever os.environ becomes): only the locale goes through, never
 # the orchestrator's secrets.
@@ -150,6 +154,9 @@ class Launcher:
     def start(self) -> None:
         """Start the fork server, or a new one if it died; no-op while it runs.
 
+        Raises this process's soft limit of open files towards the hard one (up to
+        65536): the orchestrator holds two pipe ends per agent.
+
         The fork server dies with the *thread* that starts it (PR_SET_PDEATHSIG):
         call this from the main thread, or one that lives as long as the launcher.
         """
@@ -159,6 +166,7 @@ class Launcher:
     def _start(self) -> None:
         if self._alive():
             return
+        _raise_fd_limit()
         if self._poller is None:
             self._poller = select.epoll()
             self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -167,8 +175,8 @@ class Launcher:
         self._launch_server(self._poller)
 
     def _launch_server(self, poller: select.epoll) -> None:
-        control, server_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        events, server_events = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        control, server_control = _socketpair()
+        events, server_events = _socketpair()
         fds = (server_control.fileno(), server_events.fileno())
         command = [sys.executable, "-I", "-m", "evolve_ai.forkserver", str(os.getpid()),
                    *map(str, fds)]
@@ -179,6 +187,7 @@ class Launcher:
             # Ctrl-C meant for the orchestrator does not reach it.
             process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=None if _is_open(2) else subprocess.DEVNULL,
                 pass_fds=fds, env=env, cwd="/", start_new_session=True)
         except OSError as error:
             control.close()
@@ -297,8 +306,16 @@ class Launcher:
 
     def _fork(self, request: bytes, stderr_fd: int) -> tuple[int, int, int]:
         """Ask for one fork; the orchestrator's ends of the agent's stdin and stdout."""
-        stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC)
-        stdout_read, stdout_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC)
+        except OSError as error:
+            raise LaunchError(f"cannot create the agent's pipes: {error}") from error
+        try:
+            stdout_read, stdout_write = os.pipe2(os.O_CLOEXEC)
+        except OSError as error:
+            os.close(stdin_read)
+            os.close(stdin_write)
+            raise LaunchError(f"cannot create the agent's pipes: {error}") from error
         try:
             self._send(request, [stdin_read, stdout_write, stderr_fd])
             reply = self._receive_reply()
@@ -321,6 +338,10 @@ class Launcher:
         try:
             socket.send_fds(self._control, [request], fds)
         except OSError as error:
+            # A datagram is sent whole or not at all: a bad argument leaves the server
+            # as it was; anything else means it is gone or wedged.
+            if error.errno in (errno.EBADF, errno.EINVAL, errno.EMSGSIZE):
+                raise LaunchError(f"cannot send the launch request: {error}") from error
             self._abandon()
             raise LaunchError(f"the fork server is gone ({error.strerror or error})"
                               f"{self._server_exit()}") from error
@@ -407,6 +428,35 @@ class Launcher:
                    for pid, agent_id in self._running.items()]
         self._running.clear()
         return orphans
+
+
+def _socketpair() -> tuple[socket.socket, socket.socket]:
+    """A SOCK_SEQPACKET pair whose fds are above 0-2 (where a daemon may have holes),
+    since the server's end must survive Popen's setup of the server's stdio."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    if theirs.fileno() < 3:
+        moved = fcntl.fcntl(theirs.fileno(), fcntl.F_DUPFD_CLOEXEC, 3)
+        theirs.close()
+        theirs = socket.socket(fileno=moved)
+    return ours, theirs
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _raise_fd_limit() -> None:
+    """Two pipe ends per agent (and the caller's logs): a thousand agents need more
+    than the customary soft limit of 1024 fds, so take what the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _FD_LIMIT if hard == resource.RLIM_INFINITY else min(hard, _FD_LIMIT)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _create_time(pid: int) -> float:

@@ -72,6 +72,11 @@ class Workspace:
         """Where agents are built before they are moved, complete, into ``agents/``."""
         return self.state_dir / "staging"
 
+    @property
+    def trash_dir(self) -> Path:
+        """Dead agents' directories wait here to be deleted off the loop's path."""
+        return self.state_dir / "trash"
+
     def agent_dir(self, agent_id: str) -> Path:
         return self.agents_dir / agent_id
 
@@ -142,10 +147,11 @@ class Workspace:
         in ``agents/``, so a stray user file there is never removed.
         """
         removed = 0
-        if self.staging_dir.is_dir():
-            for entry in self.staging_dir.iterdir():
-                _remove(entry)
-                removed += 1
+        for holder in (self.staging_dir, self.trash_dir):
+            if holder.is_dir():
+                for entry in holder.iterdir():
+                    _remove(entry)
+                    removed += 1
         if self.agents_dir.is_dir():
             for entry in self.agents_dir.iterdir():
                 if entry.name not in living and _is_agent_id(entry.name):

@@ -106,7 +106,7 @@ def scan_agent(context: ScanContext, item: ScanInput) -> ScanResult:
         sources = {path: s[4] for path, s in stats.items() if path.startswith("src/")}
         new_code_hash = code_hash(sources, genome_hash)
         code_changed = new_code_hash != item.code_hash
-        _compile(root, genome, context, stats)
+        _compile(root, genome, context, stats, full=item.stats is None)
         metrics = _metrics(root, genome, context.catalogue, stats)
     except _Refused as refused:
         return ScanResult(item.agent_id, refused.outcome, refused.reason, item.genome_hash,
@@ -260,13 +260,21 @@ def _active_paths(genome: genome_codec.Genome, catalogue: Catalogue) -> list[str
 
 
 def _compile(root: Path, genome: genome_codec.Genome, context: ScanContext,
-             stats: dict[str, FileStat]) -> None:
+             stats: dict[str, FileStat], *, full: bool) -> None:
     """Byte-compile every module the agent will import; a failure disables the agent.
 
     The .pyc files go to the orchestrator's pycache prefix (read-only for the
     agent), in unchecked-hash form so identical sources give identical bytes.
+    After the first (``full``) scan, business files can no longer change
+    without quarantine, so only the wiring and newly activated modules are
+    compiled again.
     """
+    prefix = context.pycache_prefix
     for path in _active_paths(genome, context.catalogue):
+        target = None if prefix is None else Path(pyc_path(prefix, str(root / path)))
+        if (not full and target is not None and path not in WIRING_PATHS
+                and target.exists()):
+            continue
         digest = stats[path][4]
         code = _pyc_cache.get(digest)
         if code is None:
@@ -278,8 +286,7 @@ def _compile(root: Path, genome: genome_codec.Genome, context: ScanContext,
                 where = f"{path}:{line}" if line else path
                 raise _Refused("disabled", f"build failed: {where}: {exc}") from None
             _pyc_cache[digest] = code
-        if context.pycache_prefix is not None:
-            target = Path(pyc_path(context.pycache_prefix, str(root / path)))
+        if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
             _write_plain(target, code)
 
