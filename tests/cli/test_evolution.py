@@ -1,0 +1,123 @@
+"""Darwin end to end: selection, reproduction, death, lineage, mutation pick-up."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import msgpack
+
+from evolve_ai.testing import run_evolve, status_json, write_template
+from tests.cli.test_life_cycle import FAST, agent_processes, configure, events, start, wait_until
+from tests.cli.test_life_cycle_failures import set_genome, stop
+
+QUICK = FAST + "[selection]\nevery = 2\nmin_evaluations = 4\n[evaluation]\ntasks_per_pass = 4\n"
+
+
+def run(root: Path, strategy: str, generations: int, seed: str = "11") -> dict[str, object]:
+    """Run the life cycle with a population the size of the workspace's."""
+    size = sum(1 for _ in (root / "agents").iterdir())
+    configure(root, QUICK)
+    configure(root, f"[population]\nsize = {size}\n[selection]\nstrategy = '{strategy}'\n")
+    result = run_evolve(root, "life-cycle", "--generations", str(generations), "--seed", seed)
+    assert result.returncode == 0, result.stderr
+    return status_json(root)
+
+
+def test_selection_raises_fitness_above_the_control(tmp_path: Path) -> None:
+    """Two populations from one seed: truncation ends fitter than no selection."""
+    finals = {}
+    for strategy in ("truncation", "none"):
+        root = tmp_path / strategy
+        assert run_evolve(root, "init", "24", "--seed", "5").returncode == 0
+        status = run(root, strategy, 8)
+        history = status["history"]
+        assert [h["generation"] for h in history] == list(range(9))  # type: ignore[index]
+        finals[strategy] = sum(h["mean"] for h in history[-3:]) / 3  # type: ignore[index]
+        if strategy == "none":
+            assert all(h["births"] == 0 and h["deaths"] == 0 for h in history[1:])  # type: ignore
+        else:
+            assert sum(h["deaths"] for h in history[1:]) > 0  # type: ignore[index]
+            assert all(h["population"] == 24 for h in history)  # type: ignore[index]
+        assert agent_processes(root) == []
+    assert finals["truncation"] > finals["none"] + 0.05, finals
+
+
+def test_births_record_parents_and_the_dead_stay_queryable(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    assert run_evolve(root, "init", "16", "--seed", "3").returncode == 0
+    status = run(root, "truncation", 3)
+    assert status["counts"]["dead"] > 0  # type: ignore[index]
+    db = sqlite3.connect(root / "workspace" / "evolve.db")
+    dead = [row[0] for row in db.execute("SELECT id FROM agents WHERE status = 'dead'")]
+    children = db.execute("SELECT id, parent, generation, genome_hash FROM agents "
+                          "WHERE parent IS NOT NULL").fetchall()
+    assert children
+    for agent_id in dead:
+        assert not (root / "agents" / agent_id).exists()
+        shown = json.loads(run_evolve(root, "show", agent_id, "--json").stdout)
+        assert shown["status"] == "dead"
+        assert shown["genome"]["schema"] == 1  # the genome outlives the agent
+    born = {e["agent"]: e for e in events(root) if e["event"] == "born"}
+    for child, parent, generation, _ in children:
+        assert born[child]["parent"] == parent
+        assert generation >= 1
+        line = json.loads(run_evolve(root, "lineage", child, "--json").stdout)
+        assert [a["id"] for a in line["ancestry"]][:2] == [child, parent]
+        assert line["ancestry"][-1]["parent"] is None  # back to a founder
+        assert child in json.loads(run_evolve(root, "lineage", parent, "--json")
+                                   .stdout)["children"]
+    died = [e for e in events(root) if e["event"] == "died"]
+    assert {e["agent"] for e in died} == set(dead)
+    elite = sorted((root / "workspace" / "commons" / "elite").glob("*.bin"))
+    assert elite and all(msgpack.unpackb(p.read_bytes())["schema"] == 1 for p in elite)
+
+
+def test_the_orchestrator_never_rewrites_a_genome(tmp_path: Path) -> None:
+    """With agents that never mutate, every genome on disk is as born: bytes and inode."""
+    template = write_template(tmp_path / "tpl")  # the minimal runtime never mutates
+    root = tmp_path / "ws"
+    assert run_evolve(root, "init", "12", "--template", str(template), "--seed", "2"
+                      ).returncode == 0
+    before = {p.name: ((p / "genome.bin").read_bytes(), (p / "genome.bin").stat().st_ino)
+              for p in (root / "agents").iterdir()}
+    run(root, "truncation", 3)
+    db = sqlite3.connect(root / "workspace" / "evolve.db")
+    stored = dict(db.execute("SELECT agents.id, genomes.data FROM agents JOIN genomes "
+                             "ON genomes.hash = agents.genome_hash WHERE status != 'dead'"))
+    for agent in (root / "agents").iterdir():
+        data = (agent / "genome.bin").read_bytes()
+        if agent.name in before:
+            assert (data, (agent / "genome.bin").stat().st_ino) == before[agent.name]
+        assert data == stored[agent.name]  # a child carries its parent's genome, unchanged
+
+
+def test_an_agents_own_mutation_is_picked_up_resynced_and_restarted(tmp_path: Path) -> None:
+    template = write_template(tmp_path / "tpl")
+    root = tmp_path / "ws"
+    assert run_evolve(root, "init", "3", "--template", str(template), "--seed", "4"
+                      ).returncode == 0
+    configure(root, FAST + "[population]\nsize = 3\n[selection]\nstrategy = 'none'\n")
+    agent = sorted((root / "agents").iterdir())[0]
+    set_genome(agent, {"src/agent/alpha.py": ["last"]})
+    proc = start(root)
+    try:
+        wait_until(lambda: status_json(root)["counts"]["running"] == 3, 30, "running")
+        first_pid = json.loads(run_evolve(root, "show", agent.name, "--json").stdout)["pid"]
+        set_genome(agent, {"src/agent/beta.py": ["step"], "src/agent/alpha.py": ["double"]})
+        wait_until(lambda: sum(e["event"] == "mutated" and e["agent"] == agent.name
+                               for e in events(root)) == 2, 10, "mutated")
+        wait_until(lambda: json.loads(run_evolve(root, "show", agent.name, "--json").stdout)
+                   ["pid"] not in (None, first_pid), 10, "a restart")
+    finally:
+        stop(proc)
+    mutated = [e for e in events(root) if e["event"] == "mutated" and e["agent"] == agent.name][-1]
+    assert mutated["genes"] == ["src/agent/alpha.py:double", "src/agent/alpha.py:last",
+                                "src/agent/beta.py", "src/agent/beta.py:step"]
+    main = (agent / "src" / "agent" / "main.py").read_text()
+    assert '"alpha.double": alpha.double' in main and '"beta.step": beta.step' in main
+    assert '"alpha.last"' not in main
+    stops = [e for e in events(root) if e["event"] == "stopped" and e["agent"] == agent.name]
+    assert stops and all(s["reason"] in ("restart", "shutdown") for s in stops)
+    assert stops[-2]["reason"] == "restart"
