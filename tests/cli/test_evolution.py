@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
@@ -15,7 +16,7 @@ from tests.cli.test_life_cycle_failures import set_genome, stop
 QUICK = FAST + "[selection]\nevery = 2\nmin_evaluations = 4\n[evaluation]\ntasks_per_pass = 4\n"
 
 
-def run(root: Path, strategy: str, generations: int, seed: str = "11") -> dict[str, object]:
+def run(root: Path, strategy: str, generations: int, seed: str = "11") -> dict[str, Any]:
     """Run the life cycle with a population the size of the workspace's."""
     size = sum(1 for _ in (root / "agents").iterdir())
     configure(root, QUICK)
@@ -33,13 +34,13 @@ def test_selection_raises_fitness_above_the_control(tmp_path: Path) -> None:
         assert run_evolve(root, "init", "24", "--seed", "5").returncode == 0
         status = run(root, strategy, 8)
         history = status["history"]
-        assert [h["generation"] for h in history] == list(range(9))  # type: ignore[index]
-        finals[strategy] = sum(h["mean"] for h in history[-3:]) / 3  # type: ignore[index]
+        assert [h["generation"] for h in history] == list(range(9))
+        finals[strategy] = sum(h["mean"] for h in history[-3:]) / 3
         if strategy == "none":
-            assert all(h["births"] == 0 and h["deaths"] == 0 for h in history[1:])  # type: ignore
+            assert all(h["births"] == 0 and h["deaths"] == 0 for h in history[1:])
         else:
-            assert sum(h["deaths"] for h in history[1:]) > 0  # type: ignore[index]
-            assert all(h["population"] == 24 for h in history)  # type: ignore[index]
+            assert sum(h["deaths"] for h in history[1:]) > 0
+            assert all(h["population"] == 24 for h in history)
         assert agent_processes(root) == []
     assert finals["truncation"] > finals["none"] + 0.05, finals
 
@@ -48,7 +49,7 @@ def test_births_record_parents_and_the_dead_stay_queryable(tmp_path: Path) -> No
     root = tmp_path / "ws"
     assert run_evolve(root, "init", "16", "--seed", "3").returncode == 0
     status = run(root, "truncation", 3)
-    assert status["counts"]["dead"] > 0  # type: ignore[index]
+    assert status["counts"]["dead"] > 0
     db = sqlite3.connect(root / "workspace" / "evolve.db")
     dead = [row[0] for row in db.execute("SELECT id FROM agents WHERE status = 'dead'")]
     children = db.execute("SELECT id, parent, generation, genome_hash FROM agents "
