@@ -18,6 +18,15 @@ Sandbox (``sandbox_status`` says which one is in force):
   ``sandbox=False``): agents still get their rlimits, and without capabilities when
   the sandbox was asked for.
 
+What the sandbox does not do: no PID namespace (agents see other processes and may
+signal those of their own uid), Unix sockets bound in the filesystem stay connectable
+(the read-only view does not forbid connect), and no seccomp filter.
+
+Where an agent can tell it was forked rather than exec'd: ``sys.flags`` are those of
+``python -I``; ``/proc/self/cmdline`` and ``/proc/self/environ`` show the fork server's
+(``os.environ`` is the agent's own); all agents share the server's string hash seed
+(``random`` is reseeded in every child).
+
 Ownership of fds: ``spawn`` creates the agent's stdin and stdout pipes; the
 orchestrator's ends are returned in ``Launched`` and belong to the caller, who
 closes them. The stderr fd stays the caller's too: the launcher sends a copy.
