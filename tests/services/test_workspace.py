@@ -77,3 +77,24 @@ def test_root_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("EVOLVE_ROOT")
     monkeypatch.chdir(tmp_path)
     assert resolve_root(None).root == tmp_path
+
+
+def test_a_holder_that_has_not_said_who_it_is_is_waited_for(tmp_path: Path) -> None:
+    """The instant between a holder's flock and its role being written is not a refusal."""
+    workspace = Workspace(tmp_path)
+    workspace.ensure_layout()
+    code = textwrap.dedent(f"""
+        import fcntl, os, time
+        fd = os.open({str(workspace.lock_path)!r}, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        print("held", flush=True)
+        time.sleep(0.5)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"held\n"
+    started = time.monotonic()
+    with workspace.lock("life-cycle"):
+        assert time.monotonic() - started >= 0.2
+    proc.wait(timeout=10)

@@ -15,7 +15,8 @@ from pathlib import Path
 from evolve_ai.errors import LockHeld, WorkspaceError
 
 # Commands that hold the lock only for a moment; a long holder is refused at once.
-BRIEF_HOLDERS = frozenset({"status", "show", "maintenance"})
+# "" is a holder that has the lock but has not written its role yet: wait and see.
+BRIEF_HOLDERS = frozenset({"status", "show", "maintenance", ""})
 BRIEF_WAIT = 3.0
 
 
