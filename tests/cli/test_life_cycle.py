@@ -209,3 +209,20 @@ def test_generations_are_counted_in_history(workspace: Path) -> None:
     assert all(h["births"] == h["deaths"] for h in status["history"][1:])
     assert any(e["event"] == "generation" for e in events(workspace))
     assert agent_processes(workspace) == []
+
+
+def test_hooks_that_raise_or_hang_never_stop_the_loop(workspace: Path, tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "badhooks.py").write_text(
+        "import time\n"
+        "def explode(event):\n    raise ValueError('hook bug')\n"
+        "def hang(event):\n    time.sleep(3600)\n")
+    configure(workspace, 'hooks = ["badhooks:explode", "badhooks:hang"]\nhook_timeout = 0.3\n'
+                         "[selection]\nevery = 2\n")
+    result = run_evolve(workspace, "life-cycle", "--generations", "2",
+                        env={"PYTHONPATH": str(hooks)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    seen = {e["event"] for e in events(workspace)}
+    assert {"hook_failed", "hook_timeout", "generation"} <= seen
+    assert status_json(workspace)["generation"] == 2
