@@ -229,13 +229,7 @@ class Registry:
         assignments = ", ".join(f"{column} = ?" for column in UPDATE_COLUMNS)
         with self.transaction() as db:
             db.executemany("INSERT OR IGNORE INTO genomes (hash, data) VALUES (?, ?)", genomes)
-            db.executemany(
-                "INSERT INTO agents (id, status, generation, parent, genome_hash, code_hash, "
-                "created, updated, active_files, active_functions) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.id, r.status, r.generation, r.parent, r.genome_hash, r.code_hash,
-                  r.created, now, r.active_files, r.active_functions) for r in births],
-            )
+            self._insert_agents(births, now)
             db.executemany(
                 f"UPDATE agents SET {assignments}, updated = ? WHERE id = ?",
                 [(*values, now, agent_id) for agent_id, values in updates],
@@ -298,13 +292,7 @@ class Registry:
             db.executemany(
                 "INSERT OR IGNORE INTO genomes (hash, data) VALUES (?, ?)", genomes
             )
-            db.executemany(
-                "INSERT INTO agents (id, status, generation, parent, genome_hash, code_hash, "
-                "created, updated, active_files, active_functions) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.id, r.status, r.generation, r.parent, r.genome_hash, r.code_hash,
-                  r.created, now, r.active_files, r.active_functions) for r in records],
-            )
+            self._insert_agents(records, now)
             self._insert_events(events, generation)
             living = db.execute("SELECT count(*) FROM agents WHERE status != 'dead'").fetchone()[0]
             db.execute(
@@ -313,6 +301,15 @@ class Registry:
                 "population = excluded.population, births = births + excluded.births",
                 (generation, now, living, len(records)),
             )
+
+    def _insert_agents(self, records: Iterable[AgentRecord], now: float) -> None:
+        self._db.executemany(
+            "INSERT INTO agents (id, status, generation, parent, genome_hash, code_hash, "
+            "created, updated, active_files, active_functions) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r.id, r.status, r.generation, r.parent, r.genome_hash, r.code_hash,
+              r.created, now, r.active_files, r.active_functions) for r in records],
+        )
 
     def _insert_events(self, events: Iterable[Event], generation: int) -> None:
         self._db.executemany(
