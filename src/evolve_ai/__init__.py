@@ -1,32 +1,58 @@
 """evolve: an orchestrator for evolutionary multi-agent AI.
 
-Plug-in authors and tests import from here and nothing deeper.
+Plug-in authors and tests import from here and nothing deeper. Names are
+loaded on first use, so that quick commands (``evolve status``) do not pay
+for modules they never touch.
 """
 
-from evolve_ai.core.catalogue import Catalogue, ModuleEntry, build_catalogue
-from evolve_ai.core.genome import FileGene, Genome, decode, encode, random_genome
-from evolve_ai.core.records import AgentRecord, Event
-from evolve_ai.errors import (
-    ConfigError,
-    EvolveError,
-    GenomeError,
-    LockHeld,
-    TemplateError,
-    UnknownAgent,
-    WorkspaceError,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AgentRecord": "evolve_ai.core.records",
+    "Event": "evolve_ai.core.records",
+    "Catalogue": "evolve_ai.core.catalogue",
+    "ModuleEntry": "evolve_ai.core.catalogue",
+    "build_catalogue": "evolve_ai.core.catalogue",
+    "FileGene": "evolve_ai.core.genome",
+    "Genome": "evolve_ai.core.genome",
+    "decode": "evolve_ai.core.genome",
+    "encode": "evolve_ai.core.genome",
+    "random_genome": "evolve_ai.core.genome",
+    "Decision": "evolve_ai.core.selection",
+    "Individual": "evolve_ai.core.selection",
+    "Params": "evolve_ai.core.selection",
+    "Environment": "evolve_ai.environments",
+    "Settings": "evolve_ai.environments",
+    "Task": "evolve_ai.environments",
+    "ConfigError": "evolve_ai.errors",
+    "EvolveError": "evolve_ai.errors",
+    "GenomeError": "evolve_ai.errors",
+    "LockHeld": "evolve_ai.errors",
+    "TemplateError": "evolve_ai.errors",
+    "UnknownAgent": "evolve_ai.errors",
+    "WorkspaceError": "evolve_ai.errors",
+}
 
 __all__ = [
     "AgentRecord",
     "Catalogue",
     "ConfigError",
+    "Decision",
+    "Environment",
     "Event",
     "EvolveError",
     "FileGene",
     "Genome",
     "GenomeError",
+    "Individual",
     "LockHeld",
     "ModuleEntry",
+    "Params",
+    "Settings",
+    "Task",
     "TemplateError",
     "UnknownAgent",
     "WorkspaceError",
@@ -35,3 +61,16 @@ __all__ = [
     "encode",
     "random_genome",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evolve_ai' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -13,11 +13,12 @@ from typing import Any
 import click
 
 from evolve_ai.errors import EvolveError
-from evolve_ai.operations import inspect
-from evolve_ai.operations.initiate import MAX_AGENTS_PER_INIT, initiate_project
-from evolve_ai.operations.lifecycle import RunOptions, run_life_cycle
+from evolve_ai.operations import MAX_AGENTS_PER_INIT
 from evolve_ai.services import logs
 from evolve_ai.services.workspace import Workspace, resolve_root
+
+# Operations are imported inside the commands that use them: `status` must
+# answer in tens of milliseconds and not import the life cycle's machinery.
 
 
 class _State:
@@ -63,6 +64,8 @@ def cli(ctx: click.Context, root: str | None, log_format: str, verbose: bool,
 def init(state: _State, count: int, template: Path | None, seed: int | None,
          workers: int | None) -> None:
     """Add N agents cloned from the template (creating the workspace if needed)."""
+    from evolve_ai.operations.initiate import initiate_project
+
     with _errors(state), _progress(state, count, "building agents") as advance:
         result = initiate_project(state.workspace(), count, template=template, seed=seed,
                                   workers=workers, progress=advance)
@@ -84,6 +87,8 @@ def init(state: _State, count: int, template: Path | None, seed: int | None,
 def life_cycle(state: _State, once: bool, generations: int | None, interval: float | None,
                workers: int | None, seed: int | None) -> None:
     """Supervise, evaluate and select, pass after pass, until SIGINT/SIGTERM."""
+    from evolve_ai.operations.lifecycle import RunOptions, run_life_cycle
+
     if once and generations is not None:
         raise click.UsageError("--once and --generations cannot be used together")
     overrides: dict[str, Any] = {}
@@ -105,6 +110,8 @@ def life_cycle(state: _State, once: bool, generations: int | None, interval: flo
 @click.pass_obj
 def status(state: _State, as_json: bool) -> None:
     """Population, statuses, fitness and per-generation history."""
+    from evolve_ai.operations import inspect
+
     with _errors(state):
         data = inspect.status(state.workspace())
     click.echo(_dumps(data) if as_json else _render_status(data))
@@ -116,6 +123,8 @@ def status(state: _State, as_json: bool) -> None:
 @click.pass_obj
 def show(state: _State, agent_id: str, as_json: bool) -> None:
     """One agent: status, lineage, genome, hashes, fitness (an id prefix is enough)."""
+    from evolve_ai.operations import inspect
+
     with _errors(state):
         data = inspect.show(state.workspace(), agent_id)
     click.echo(_dumps(data) if as_json else _render_agent(data))
@@ -127,6 +136,8 @@ def show(state: _State, agent_id: str, as_json: bool) -> None:
 @click.pass_obj
 def lineage(state: _State, agent_id: str, as_json: bool) -> None:
     """An agent's ancestry back to its founder, and its children (dead agents too)."""
+    from evolve_ai.operations import inspect
+
     with _errors(state):
         data = inspect.lineage(state.workspace(), agent_id)
     if as_json:

@@ -24,6 +24,7 @@ from evolve_ai.core.catalogue import Catalogue
 from evolve_ai.core.fingerprint import hash_bytes
 from evolve_ai.core.records import AgentRecord, Event
 from evolve_ai.errors import EvolveError, TemplateError
+from evolve_ai.operations import MAX_AGENTS_PER_INIT
 from evolve_ai.services import config as config_service
 from evolve_ai.services import logs
 from evolve_ai.services import template as template_service
@@ -38,7 +39,6 @@ from evolve_ai.workers.build import (
     worker_init,
 )
 
-MAX_AGENTS_PER_INIT = 1_000_000
 Progress = Callable[[int], None]
 
 

@@ -336,10 +336,10 @@ class LifeManager:
             agent = self.agents.get(agent_id)
             if agent is None or agent.status != "active" or agent.pending:
                 continue
-            for task in self.environment.make_tasks(self.rng, count):
-                if self.supervisor.send(agent_id, {"type": "task", "id": task.id,
-                                                   "data": task.data}):
-                    agent.pending[task.id] = (task, deadline)
+            tasks = self.environment.make_tasks(self.rng, count)
+            if self.supervisor.send(agent_id, *({"type": "task", "id": task.id,
+                                                 "data": task.data} for task in tasks)):
+                agent.pending.update((task.id, (task, deadline)) for task in tasks)
 
     def on_message(self, agent_id: str, message: dict[str, Any]) -> None:
         """An agent said something after hello (called by the supervisor)."""

@@ -2,6 +2,7 @@
 
 The console shows what the verbosity lets through (``-q`` errors only; without a
 terminal, warnings and up, so cron stays quiet); the file keeps every event.
+structlog is imported on first use, so commands that log nothing start faster.
 """
 
 from __future__ import annotations
@@ -9,11 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import IO, Any
-
-import structlog
-from structlog.typing import EventDict, WrappedLogger
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
@@ -22,12 +21,16 @@ class _Sinks:
     """The last processor: writes the event to the file and, if loud enough, the console."""
 
     def __init__(self, console_level: int, console_format: str) -> None:
+        import structlog
+
         self.console_level = console_level
         self.console_format = console_format
         self.file: IO[str] | None = None
         self._console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        self._drop = structlog.DropEvent
 
-    def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    def __call__(self, logger: Any, method: str,
+                 event: MutableMapping[str, Any]) -> Mapping[str, Any]:
         level = LEVELS.get(event.get("level", "info"), 20)
         if self.file is not None:
             self.file.write(json.dumps(event, default=str, sort_keys=True) + "\n")
@@ -37,15 +40,27 @@ class _Sinks:
             else:
                 line = str(self._console(logger, method, dict(event)))
             print(line, file=sys.stderr, flush=True)
-        raise structlog.DropEvent
+        raise self._drop
 
 
+_settings: tuple[int, str] = (0, "console")
 _sinks: _Sinks | None = None
 
 
 def configure(verbosity: int, console_format: str) -> None:
-    """verbosity: -1 quiet, 0 normal, 1 verbose."""
+    """verbosity: -1 quiet, 0 normal, 1 verbose. Takes effect at the first log call."""
+    global _settings, _sinks
+    _settings = (verbosity, console_format)
+    _sinks = None
+
+
+def _ensure() -> _Sinks:
     global _sinks
+    if _sinks is not None:
+        return _sinks
+    import structlog
+
+    verbosity, console_format = _settings
     if verbosity < 0:
         level = logging.ERROR
     elif verbosity > 0:
@@ -64,17 +79,16 @@ def configure(verbosity: int, console_format: str) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         cache_logger_on_first_use=False,
     )
+    return _sinks
 
 
 def attach_file(path: Path) -> None:
     """Start appending every event to ``path`` (line-buffered, so a crash loses no line)."""
-    if _sinks is None:
-        configure(0, "console")
-    assert _sinks is not None
-    if _sinks.file is not None:
-        _sinks.file.close()
+    sinks = _ensure()
+    if sinks.file is not None:
+        sinks.file.close()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _sinks.file = path.open("a", encoding="utf-8", buffering=1)
+    sinks.file = path.open("a", encoding="utf-8", buffering=1)
 
 
 def detach_file() -> None:
@@ -84,4 +98,7 @@ def detach_file() -> None:
 
 
 def get_logger(**context: Any) -> Any:
+    _ensure()
+    import structlog
+
     return structlog.get_logger().bind(**context)

@@ -140,13 +140,15 @@ class Supervisor:
         proc.term_at = now + self.settings.stop_timeout / 2
         proc.kill_at = now + self.settings.stop_timeout
 
-    def send(self, agent_id: str, message: dict[str, Any]) -> bool:
+    def send(self, agent_id: str, *messages: dict[str, Any]) -> bool:
+        """Queue messages for an agent and write what its pipe takes (one write for all)."""
         proc = self.agents.get(agent_id)
         if proc is None or proc.stdin is None:
             return False
         if len(proc.output) > MAX_PENDING_OUTPUT:
             return False
-        proc.output += encode(message)
+        for message in messages:
+            proc.output += encode(message)
         self._flush(proc)
         return True
 

@@ -124,19 +124,29 @@ def scan_agent(context: ScanContext, item: ScanInput) -> ScanResult:
 
 def _stat_tree(root: Path, previous: dict[str, FileStat], rehashed: list[int]
                ) -> dict[str, FileStat]:
-    """Stat genome.bin and every file under src/; digest only what changed."""
+    """Stat genome.bin and every file under src/; digest only what changed.
+
+    Plain strings and ``DirEntry.stat`` rather than pathlib: this loop runs
+    for every file of every agent on every pass.
+    """
+    base = str(root)
     try:
-        if not stat.S_ISDIR(os.lstat(root).st_mode):
+        if not stat.S_ISDIR(os.lstat(base).st_mode):
             raise _Refused("quarantined", "agent directory is not a directory")
     except FileNotFoundError:
         raise _Refused("quarantined", "agent directory is missing") from None
     stats: dict[str, FileStat] = {}
-    _stat_file(root, GENOME, previous, stats, rehashed, required=True)
+    try:
+        info = os.lstat(f"{base}/{GENOME}")
+    except FileNotFoundError:
+        raise _Refused("quarantined", "invalid genome: genome.bin is missing") from None
+    _record(base, GENOME, info, previous, stats, rehashed)
     pending = ["src"]
     while pending:
         relative = pending.pop()
         try:
-            entries = list(os.scandir(root / relative))
+            with os.scandir(f"{base}/{relative}") as listing:
+                entries = list(listing)
         except FileNotFoundError:
             raise _Refused("quarantined", f"tampered: {relative}/ is missing") from None
         except NotADirectoryError:
@@ -148,26 +158,25 @@ def _stat_tree(root: Path, previous: dict[str, FileStat], rehashed: list[int]
             if entry.is_dir(follow_symlinks=False):
                 if entry.name not in SKIPPED_DIRS:
                     pending.append(path)
-            else:
-                _stat_file(root, path, previous, stats, rehashed, required=True)
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since the listing: the next pass sees the tree as it is
+            _record(base, path, info, previous, stats, rehashed)
     return stats
 
 
-def _stat_file(root: Path, relative: str, previous: dict[str, FileStat],
-               stats: dict[str, FileStat], rehashed: list[int], *, required: bool) -> None:
-    try:
-        info = os.lstat(root / relative)
-    except FileNotFoundError:
-        if required and relative == GENOME:
-            raise _Refused("quarantined", "invalid genome: genome.bin is missing") from None
-        return
+def _record(base: str, relative: str, info: os.stat_result, previous: dict[str, FileStat],
+            stats: dict[str, FileStat], rehashed: list[int]) -> None:
     if not stat.S_ISREG(info.st_mode):
         raise _Refused("quarantined", f"tampered: {relative} is not a regular file")
     old = previous.get(relative)
-    if old is not None and old[1:4] == (info.st_size, info.st_mtime_ns, info.st_ino):
+    if (old is not None and old[1] == info.st_size and old[2] == info.st_mtime_ns
+            and old[3] == info.st_ino):
         stats[relative] = old
         return
-    data = _read(root / relative, relative)
+    data = _read(Path(base, relative), relative)
     rehashed[0] += 1
     stats[relative] = (relative, info.st_size, info.st_mtime_ns, info.st_ino, hash_bytes(data))
 
