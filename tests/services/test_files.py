@@ -49,3 +49,15 @@ def test_sync_filesystem_runs(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"x")
     sync_filesystem(tmp_path)
     assert os.path.exists(tmp_path / "a")
+
+
+def test_atomic_write_does_not_follow_a_link_at_its_temp_name(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    target = tmp_path / "main.py"
+    os.symlink(victim, tmp_path / f".main.py.{os.getpid()}.tmp")
+    import pytest
+
+    with pytest.raises(OSError):
+        atomic_write(target, b"x = 1\n")
+    assert victim.read_bytes() == b"precious"

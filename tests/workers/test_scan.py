@@ -182,3 +182,19 @@ def test_a_module_that_does_not_compile_disables_the_agent(tmp_path: Path) -> No
     assert result.outcome == "disabled"
     assert result.reason is not None
     assert result.reason.startswith("build failed: src/agent/broken.py:5")
+
+
+def test_a_link_planted_at_the_wiring_temp_name_is_not_followed(
+        setup: tuple[Workspace, Catalogue, Path], tmp_path: Path) -> None:
+    _, catalogue, agent = setup
+    first = scan(catalogue, agent)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    main = agent / MAIN_PATH
+    main.write_text("# edited by the agent\n")
+    os.symlink(victim, main.with_name(f".{main.name}.{os.getpid()}.tmp"))
+    result = scan(catalogue, agent, first)
+    assert victim.read_text() == "precious"
+    assert result.outcome == "quarantined"
+    # caught by the tree walk; atomic_write's O_NOFOLLOW covers a link planted after it
+    assert result.reason == f"tampered: src/agent/.main.py.{os.getpid()}.tmp is a symbolic link"

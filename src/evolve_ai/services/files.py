@@ -20,7 +20,9 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     callers writing many files under one later barrier (see ``sync_tree``) pass False.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    # O_NOFOLLOW: a link planted at the temp name must not redirect the write.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                 0o644)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -24,6 +24,7 @@ from evolve_ai.core import wiring
 from evolve_ai.core.catalogue import WIRING_PATHS, Catalogue
 from evolve_ai.core.fingerprint import code_hash, hash_bytes
 from evolve_ai.errors import GenomeError
+from evolve_ai.services.files import atomic_write
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 GENOME = "genome.bin"
@@ -241,26 +242,14 @@ def _sync_wiring(root: Path, genome: genome_codec.Genome, catalogue: Catalogue,
         if current is not None and current[4] == digest:
             continue
         target = root / path
-        _atomic_write(target, data)
+        try:
+            atomic_write(target, data)
+        except OSError as exc:  # e.g. a link planted where the temp file goes
+            raise _Refused("quarantined", f"tampered: cannot rewrite {path}: {exc}") from None
         info = os.lstat(target)
         stats[path] = (path, info.st_size, info.st_mtime_ns, info.st_ino, digest)
         written = True
     return written
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    # Local twin of services.files.atomic_write: workers stay below the services layer.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
-                 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _active_paths(genome: genome_codec.Genome, catalogue: Catalogue) -> list[str]:
@@ -297,7 +286,7 @@ def _compile(root: Path, genome: genome_codec.Genome, context: ScanContext,
             _pyc_cache[digest] = code
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
-            _write_plain(target, code)
+            atomic_write(target, code, durable=False)  # rebuilt from sources if lost
 
 
 def _pyc_bytes(source: bytes, path: str) -> bytes:
@@ -316,12 +305,6 @@ def pyc_path(prefix: str, source: str) -> str:
     head, tail = os.path.split(source)
     base = tail.rpartition(".")[0]
     return os.path.join(prefix, head.lstrip(os.sep), f"{base}.{sys.implementation.cache_tag}.pyc")
-
-
-def _write_plain(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _metrics(root: Path, genome: genome_codec.Genome, catalogue: Catalogue,
