@@ -82,5 +82,5 @@ def test_workers_zero_means_cpu_count() -> None:
 def test_rendered_default_is_plain_toml() -> None:
     parsed = tomlkit.parse(config.render_default()).unwrap()
     assert parsed["selection"]["strategy"] == "truncation"
-    assert parsed["selection"]["every"] == 5
-    assert parsed["evaluation"]["tasks_per_pass"] == 4
+    assert parsed["selection"]["every"] == 8
+    assert parsed["evaluation"]["tasks_per_pass"] == 32

@@ -155,7 +155,9 @@ def test_feedback_drives_mutation(make_agent: MakeAgent, tmp_path: Path) -> None
     (commons / genetics.CATALOGUE_FILE).write_bytes(msgpack.packb(catalogue, use_bin_type=True))
     agent = make_agent(GENUINE)
     before = genetics.read_genome(agent / "genome.bin")
-    feedback = [line({"type": "feedback", "fitness": 0.5}) for _ in range(3)]
+    # The policy acts on the mean of its default patience's worth of feedbacks.
+    patience = genetics.Policy(agent / "genome.bin", commons, random.Random(0)).patience
+    feedback = [line({"type": "feedback", "fitness": 0.5}) for _ in range(patience)]
     talk = converse(agent, [*feedback, task(1, [1, 2, 3, 4, 5, 6])], commons=commons)
     assert [m["type"] for m in talk.messages] == ["hello", "mutated", "answer"]
     after = genetics.read_genome(agent / "genome.bin")
@@ -173,7 +175,8 @@ def test_feedback_drives_mutation(make_agent: MakeAgent, tmp_path: Path) -> None
 def test_runs_without_genome_or_commons(make_agent: MakeAgent) -> None:
     agent = make_agent(GENUINE)
     (agent / "genome.bin").unlink()
-    feedback = [line({"type": "feedback", "fitness": 0.5}) for _ in range(6)]
+    patience = genetics.Policy(agent / "genome.bin", None, random.Random(0)).patience
+    feedback = [line({"type": "feedback", "fitness": 0.5}) for _ in range(2 * patience)]
     talk = converse(agent, [*feedback, task(1, [2, 4, 8, 16])])
     assert talk.returncode == 0
     assert talk.messages == [

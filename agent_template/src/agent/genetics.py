@@ -508,12 +508,15 @@ class Policy:
 
     It only acts every `patience` feedbacks, on their mean: fitness is noisy,
     and the first feedbacks after a restart still reflect the previous code.
+    With the default evaluation (32 tasks a pass), 8 feedbacks judge each
+    variant on 256 tasks; shorter trials let noise accept harmful mutations
+    (measured with bench/evolution.py, see the README's Benchmarks).
     """
 
     path: Path
     commons: Path | None
     rng: random.Random
-    patience: int = 3
+    patience: int = 8
     tolerance: float = 0.0
     _window: list[float] = field(default_factory=list)
 

@@ -109,17 +109,17 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Evaluation:
-    tasks_per_pass: int = _key(4, "tasks sent to each running agent per pass", _non_negative)
-    window: int = _key(32, "most recent scores that make an agent's fitness", _positive)
+    tasks_per_pass: int = _key(32, "tasks sent to each running agent per pass", _non_negative)
+    window: int = _key(64, "most recent scores that make an agent's fitness", _positive)
     answer_timeout: float = _key(2.0, "seconds an agent has to answer a task", _positive)
-    energy_cost: float = _key(0.01, "fitness lost per expressed function gene", _non_negative)
+    energy_cost: float = _key(0.035, "fitness lost per expressed function gene", _non_negative)
 
 
 @dataclass(frozen=True, slots=True)
 class Selection:
     strategy: str = _key("truncation", "one of " + ", ".join(STRATEGIES) + ", or module:attr",
                          _plugin_of("evolve_ai.selection", STRATEGIES))
-    every: int = _key(5, "passes per generation (one selection each)", _positive)
+    every: int = _key(8, "passes per generation (one selection each)", _positive)
     survival: float = _key(0.5, "share of the evaluated population kept (truncation, tournament)",
                            _fraction)
     elite: int = _key(1, "best agents never chosen to die", _non_negative)
