@@ -107,6 +107,7 @@ import tomlkit
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._cli import positive_float, positive_int
 from bench.optimum import (
     DEFAULT_TEMPLATE,
     OptimumResult,
@@ -212,26 +213,6 @@ def strategy_list(text: str) -> list[str]:
     if not values:
         raise argparse.ArgumentTypeError("at least one strategy")
     return values
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError("must be a finite number > 0")
-    return value
 
 
 def setting(text: str) -> tuple[str, Any]:

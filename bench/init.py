@@ -65,6 +65,11 @@ from evolve_ai.errors import EvolveError
 from evolve_ai.services import template as template_service
 from evolve_ai.testing import evolve_command, write_template
 
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._cli import positive_int
+
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "agent_template"
 SAMPLE_SECONDS = 0.020
 MIB = 1024 * 1024
@@ -114,16 +119,6 @@ def parse_sizes(text: str) -> list[int]:
     if not sizes or any(size < 1 for size in sizes):
         raise argparse.ArgumentTypeError("sizes must be positive integers")
     return sizes
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -141,6 +141,11 @@ from evolve_ai.services.workspace import Workspace
 from evolve_ai.testing import evolve_command
 from evolve_ai.workers.scan import ScanContext, ScanInput, ScanResult, scan_chunk
 
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._cli import positive_int
+
 MEASURES = ("a", "b", "c", "d", "e")
 MIB = 1024 * 1024
 CHUNK = 100
@@ -184,16 +189,6 @@ class BenchError(Exception):
 def note(text: str) -> None:
     """Progress, on stderr, so that stdout holds only the report."""
     print(f"... {text}", file=sys.stderr, flush=True)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def parse_only(text: str) -> frozenset[str]:

@@ -87,6 +87,11 @@ from evolve_ai.environments.families import SequenceTask, make_task
 from evolve_ai.services import template as template_service
 from evolve_ai.services.config import Config
 
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._cli import non_negative_float, positive_int
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TEMPLATE = REPO / "agent_template"
 DEFAULT_TASKS = 4000
@@ -428,26 +433,6 @@ def format_report(result: OptimumResult) -> list[str]:
         f"computed in {result.seconds:.1f} s",
     ]
     return lines
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError("must be a finite number >= 0")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
