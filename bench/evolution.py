@@ -108,6 +108,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._cli import positive_float, positive_int
+from bench._procs import sweep
 from bench.optimum import (
     DEFAULT_TEMPLATE,
     OptimumResult,
@@ -315,30 +316,6 @@ def living_genes(root: Path, catalogue: Catalogue) -> list[tuple[str, ...]]:
             continue
         genes.append(expressed_genes(genome, catalogue))
     return genes
-
-
-def processes_under(root: Path) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if process.pid == os.getpid():
-                continue
-            cwd = Path(process.cwd())
-            if cwd == root or root in cwd.parents:
-                found.append(process)
-        except psutil.Error:
-            continue
-    return found
-
-
-def sweep(root: Path) -> int:
-    """SIGKILL, one by one, any process still working inside ``root``; how many."""
-    found = processes_under(root)
-    for process in found:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(found, timeout=5.0)
-    return len(found)
 
 
 @contextlib.contextmanager

@@ -145,6 +145,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._cli import positive_int
+from bench._procs import processes_under, sweep
 
 MEASURES = ("a", "b", "c", "d", "e")
 MIB = 1024 * 1024
@@ -230,10 +231,6 @@ def tail(path: Path, size: int = 1500) -> str:
     return ""
 
 
-def under(path: str, root: Path) -> bool:
-    return path == str(root) or path.startswith(str(root) + os.sep)
-
-
 def clean_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("EVOLVE_ROOT", None)
@@ -303,31 +300,6 @@ class Reaper:
         left = sweep(self.root)
         if left:
             note(f"cleanup: killed {left} leftover process(es) under {self.root}")
-
-
-def processes_under(root: Path) -> list[psutil.Process]:
-    """Live processes whose working directory is inside ``root`` (never this one)."""
-    found = []
-    for process in psutil.process_iter():
-        if process.pid == os.getpid():
-            continue
-        try:
-            if process.status() == psutil.STATUS_ZOMBIE or not under(process.cwd(), root):
-                continue
-        except psutil.Error:
-            continue
-        found.append(process)
-    return found
-
-
-def sweep(root: Path) -> int:
-    """SIGKILL, one by one, every process found working inside ``root``; how many."""
-    found = processes_under(root)
-    for process in found:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(found, timeout=5.0)
-    return len(found)
 
 
 def wait_gone(processes: Sequence[psutil.Process], timeout: float) -> int:
@@ -722,16 +694,21 @@ def launcher_exit_delays(launcher: Launcher, agents: Sequence[Launched]) -> list
     return delays
 
 
+def agent_envs(bench: Bench) -> dict[str, dict[str, str]]:
+    """Each agent's environment exactly as the life cycle would launch it."""
+    manager = LifeManager(bench.workspace, bench.config, RunOptions())
+    try:
+        return {agent_id: agent_env(bench, manager, agent_id) for agent_id in bench.ids}
+    finally:
+        manager.supervisor.close()
+
+
 def run_popen(bench: Bench) -> float:
     """(b2): a bare Popen per agent, then the same hello wait; seconds."""
     prepare_pycache(bench)
     logs = bench.base / "popen"
     logs.mkdir()
-    manager = LifeManager(bench.workspace, bench.config, RunOptions())
-    try:
-        envs = {agent_id: agent_env(bench, manager, agent_id) for agent_id in bench.ids}
-    finally:
-        manager.supervisor.close()
+    envs = agent_envs(bench)
     children: list[subprocess.Popen[bytes]] = []
     note(f"(b) {bench.count} agents through subprocess.Popen")
     try:
@@ -902,11 +879,7 @@ def run_supervisord(bench: Bench, sample_seconds: float | None) -> SupervisordRu
     prepare_pycache(bench)
     directory = bench.base / "supervisord"
     directory.mkdir()
-    manager = LifeManager(bench.workspace, bench.config, RunOptions())
-    try:
-        envs = {agent_id: agent_env(bench, manager, agent_id) for agent_id in bench.ids}
-    finally:
-        manager.supervisor.close()
+    envs = agent_envs(bench)
     conf = supervisord_conf(bench, directory, envs)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
     note(f"(b) {bench.count} agents under supervisord")
