@@ -1,5 +1,5 @@
 """``python -m evolve_ai``: the same as the ``evolve`` command."""
 
-from evolve_ai.cli import main
+from evolve_ai.entry import main
 
 main()

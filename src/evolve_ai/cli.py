@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from evolve_ai.errors import EvolveError
+from evolve_ai import render
 from evolve_ai.operations import MAX_AGENTS_PER_INIT
 from evolve_ai.services import logs
 from evolve_ai.services.workspace import Workspace, resolve_root
@@ -114,7 +113,7 @@ def status(state: _State, as_json: bool) -> None:
 
     with _errors(state):
         data = inspect.status(state.workspace())
-    click.echo(_dumps(data) if as_json else _render_status(data))
+    click.echo(render.dumps(data) if as_json else render.status_text(data))
 
 
 @cli.command()
@@ -127,7 +126,7 @@ def show(state: _State, agent_id: str, as_json: bool) -> None:
 
     with _errors(state):
         data = inspect.show(state.workspace(), agent_id)
-    click.echo(_dumps(data) if as_json else _render_agent(data))
+    click.echo(render.dumps(data) if as_json else render.agent_text(data))
 
 
 @cli.command()
@@ -141,11 +140,11 @@ def lineage(state: _State, agent_id: str, as_json: bool) -> None:
     with _errors(state):
         data = inspect.lineage(state.workspace(), agent_id)
     if as_json:
-        click.echo(_dumps(data))
+        click.echo(render.dumps(data))
         return
     for depth, row in enumerate(data["ancestry"]):
         click.echo(f"{'  ' * depth}{row['id']}  gen {row['generation']}  {row['status']:<11} "
-                   f"fitness {_fmt(row['fitness'])}")
+                   f"fitness {render.fmt(row['fitness'])}")
     click.echo(f"children: {len(data['children'])}")
 
 
@@ -154,25 +153,18 @@ def _errors(state: _State) -> Iterator[None]:
     """Turn failures into one line and an exit code; tracebacks only with -v."""
     try:
         yield
-    except EvolveError as exc:
-        if state.verbose:
-            traceback.print_exc()
-        click.echo(f"evolve: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("evolve: interrupted", err=True)
-        sys.exit(130)
-    except OSError as exc:
-        if state.verbose:
-            traceback.print_exc()
-        click.echo(f"evolve: error: {exc}", err=True)
-        sys.exit(1)
     except Exception as exc:
-        if state.verbose:
-            traceback.print_exc()
-        click.echo(f"evolve: internal error: {type(exc).__name__}: {exc} "
-                   "(run with -v for the traceback)", err=True)
-        sys.exit(1)
+        _fail(state, exc)
+    except KeyboardInterrupt as exc:
+        _fail(state, exc)
+
+
+def _fail(state: _State, exc: BaseException) -> NoReturn:
+    if state.verbose and not isinstance(exc, KeyboardInterrupt):
+        traceback.print_exc()
+    line, code = render.failure(exc)
+    click.echo(line, err=True)
+    sys.exit(code)
 
 
 @contextmanager
@@ -182,54 +174,6 @@ def _progress(state: _State, total: int, label: str) -> Iterator[Callable[[int],
         return
     with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
         yield bar.update
-
-
-def _dumps(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, default=_json_default)
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, bytes):
-        return value.hex()
-    raise TypeError(f"cannot serialize {type(value).__name__}")
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
-def _render_status(data: dict[str, Any]) -> str:
-    counts = data["counts"]
-    lines = [
-        f"workspace   {data['root']}",
-        f"generation  {data['generation']}",
-        "agents      " + "  ".join(f"{k} {counts[k]}" for k in
-                                   ("active", "disabled", "quarantined", "dead", "running")),
-        f"fitness     mean {_fmt(data['fitness']['mean'])}  max {_fmt(data['fitness']['max'])}",
-    ]
-    if data["history"]:
-        lines += ["", f"{'gen':>5} {'mean':>8} {'max':>8} {'pop':>7} {'births':>7} {'deaths':>7}"]
-        lines += [
-            f"{h['generation']:>5} {_fmt(h['mean']):>8} {_fmt(h['max']):>8} "
-            f"{h['population']:>7} {h['births']:>7} {h['deaths']:>7}"
-            for h in data["history"]
-        ]
-    return "\n".join(lines)
-
-
-def _render_agent(data: dict[str, Any]) -> str:
-    keys = ("id", "status", "reason", "generation", "parent", "process", "pid", "restarts",
-            "fitness", "evaluations", "active_files", "active_functions", "genome_hash",
-            "code_hash", "directory")
-    lines = [f"{key:<17} {'-' if data.get(key) is None else data[key]}" for key in keys]
-    genome = data.get("genome") or {}
-    lines.append("genome")
-    for gene in genome.get("files", []):
-        on = [name for name, flag in gene["functions"].items() if flag]
-        mark = "+" if gene["active"] else "-"
-        lines.append(f"  {mark} {gene['path']}: {', '.join(on) or '(no function on)'}")
-    lines.append(f"  mutations {genome.get('mutations', 0)}")
-    return "\n".join(lines)
 
 
 def main() -> None:

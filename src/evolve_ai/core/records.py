@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-STATUSES = ("active", "disabled", "quarantined", "dead")
-PROCESS_STATES = ("stopped", "starting", "running", "backoff", "exited")
+from evolve_ai.core.statuses import PROCESS_STATES, STATUSES
+
+__all__ = ["PROCESS_STATES", "STATUSES", "AgentRecord", "Event"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,13 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from evolve_ai.core.records import STATUSES, AgentRecord, Event
+from evolve_ai.core.statuses import STATUSES
 from evolve_ai.errors import UnknownAgent, WorkspaceError
+
+if TYPE_CHECKING:  # the records' dataclasses are not needed to read (evolve status)
+    from evolve_ai.core.records import AgentRecord, Event
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the listing, genomes by hash, events, per-generation history, small meta map

@@ -5,11 +5,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from evolve_ai.errors import LockHeld, WorkspaceError
@@ -20,9 +17,30 @@ BRIEF_HOLDERS = frozenset({"status", "show", "maintenance", ""})
 BRIEF_WAIT = 3.0
 
 
-@dataclass(frozen=True, slots=True)
 class Workspace:
+    """One workspace directory. A plain class rather than a dataclass: ``evolve status``
+    imports this module, and dataclasses (with inspect) would cost it ~7 ms of its 50."""
+
+    __slots__ = ("root",)
     root: Path
+
+    def __init__(self, root: Path) -> None:
+        object.__setattr__(self, "root", root)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Workspace is immutable: cannot set {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Workspace) and self.root == other.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __repr__(self) -> str:
+        return f"Workspace(root={self.root!r})"
+
+    def __reduce__(self) -> tuple[type[Workspace], tuple[Path]]:
+        return Workspace, (self.root,)
 
     @property
     def config_path(self) -> Path:
@@ -171,6 +189,8 @@ def _read_holder(fd: int) -> tuple[str, int]:
 
 def _is_agent_id(name: str) -> bool:
     try:
+        import uuid  # only when cleaning: quick commands skip its import
+
         return str(uuid.UUID(name)) == name
     except ValueError:
         return False
@@ -178,6 +198,8 @@ def _is_agent_id(name: str) -> bool:
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
+        import shutil  # only when cleaning: quick commands skip its import
+
         shutil.rmtree(path, ignore_errors=True)
     else:
         with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,72 @@
+"""What commands print: JSON, text tables, and the one line for a failure.
+
+Shared by the full command line (``cli``) and the quick path of ``evolve status``
+(``entry``), which must not import click.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from evolve_ai.errors import EvolveError
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=_json_default)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def failure(exc: BaseException) -> tuple[str, int]:
+    """The one line (no traceback) and the exit status for a command that failed."""
+    if isinstance(exc, EvolveError):
+        return f"evolve: error: {exc}", exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return "evolve: interrupted", 130
+    if isinstance(exc, OSError):
+        return f"evolve: error: {exc}", 1
+    return (f"evolve: internal error: {type(exc).__name__}: {exc} "
+            "(run with -v for the traceback)", 1)
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def status_text(data: dict[str, Any]) -> str:
+    counts = data["counts"]
+    lines = [
+        f"workspace   {data['root']}",
+        f"generation  {data['generation']}",
+        "agents      " + "  ".join(f"{k} {counts[k]}" for k in
+                                   ("active", "disabled", "quarantined", "dead", "running")),
+        f"fitness     mean {fmt(data['fitness']['mean'])}  max {fmt(data['fitness']['max'])}",
+    ]
+    if data["history"]:
+        lines += ["", f"{'gen':>5} {'mean':>8} {'max':>8} {'pop':>7} {'births':>7} {'deaths':>7}"]
+        lines += [
+            f"{h['generation']:>5} {fmt(h['mean']):>8} {fmt(h['max']):>8} "
+            f"{h['population']:>7} {h['births']:>7} {h['deaths']:>7}"
+            for h in data["history"]
+        ]
+    return "\n".join(lines)
+
+
+def agent_text(data: dict[str, Any]) -> str:
+    keys = ("id", "status", "reason", "generation", "parent", "process", "pid", "restarts",
+            "fitness", "evaluations", "active_files", "active_functions", "genome_hash",
+            "code_hash", "directory")
+    lines = [f"{key:<17} {'-' if data.get(key) is None else data[key]}" for key in keys]
+    genome = data.get("genome") or {}
+    lines.append("genome")
+    for gene in genome.get("files", []):
+        on = [name for name, flag in gene["functions"].items() if flag]
+        mark = "+" if gene["active"] else "-"
+        lines.append(f"  {mark} {gene['path']}: {', '.join(on) or '(no function on)'}")
+    lines.append(f"  mutations {genome.get('mutations', 0)}")
+    return "\n".join(lines)
