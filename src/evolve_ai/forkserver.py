@@ -17,9 +17,11 @@ Wire protocol (``marshal`` of plain tuples; both sockets are SOCK_SEQPACKET, so 
 send is one message):
 
 - control, orchestrator -> server: ``("init", sandbox, preload)`` once, answered by
-  ``("ready", server_pid, sandbox_status)``; then ``("spawn", agent_id, cwd, env,
-  limits, writable, readonly_within, pycache_prefix)`` carrying the agent's stdin,
-  stdout and stderr fds, answered by ``("ok", pid)`` or ``("error", message)``.
+  ``("ready", server_pid, sandbox_status, pids_status)``; then ``("spawn", max_pids,
+  request)`` carrying the agent's stdin, stdout and stderr fds, where ``request`` is
+  the marshal of ``(agent_id, cwd, env, limits, writable, readonly_within,
+  pycache_prefix)`` (decoded by the child only), answered by ``("ok", pid)`` or
+  ``("error", message)``. ``max_pids`` (or None) limits the agent's pids cgroup.
   End of file means the orchestrator is gone or closing: kill every agent and exit.
 - events, server -> orchestrator: a list of ``(pid, returncode)`` per message,
   ``returncode`` being negative for a signal, as in subprocess.
@@ -46,7 +48,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
-from evolve_ai import _linux
+from evolve_ai import _cgroups, _linux
 
 SANDBOXED = "namespaces"
 MAX_MESSAGE = 1 << 16
@@ -146,19 +148,21 @@ def _map_identity(uid: int, gid: int) -> None:
 
 
 def become_agent(data: bytes, fds: Sequence[int], server_pid: int,
-                 sandboxed: str | None, settled: Settled) -> NoReturn:
+                 sandboxed: str | None, settled: Settled, procs: int | None) -> NoReturn:
     """Turn this freshly forked child into the agent; never returns.
 
     ``data`` is the spawn request, decoded here rather than in the server, whose time
     is the one that counts. ``sandboxed`` is None without sandbox, else the server's
-    sandbox status.
+    sandbox status. ``procs`` is the ``cgroup.procs`` fd of the agent's pids cgroup.
     """
     code = SETUP_FAILED
     stderr = fds[2]  # the agent's log, wherever it sits before and after the dup2
     agent_id = "?"
     try:
-        _, agent_id, cwd, env, limits, writable, readonly_within, pycache = marshal.loads(data)
+        agent_id, cwd, env, limits, writable, readonly_within, pycache = marshal.loads(data)
         _step("session", _detach, server_pid)
+        if procs is not None:  # before anything of the agent's can fork
+            _step("pids cgroup", _cgroups.join, procs)
         _step("stdio", _take_stdio, fds, settled.fd_limit)
         stderr = 2
         _step("rlimits", _apply_limits, limits)
@@ -344,10 +348,12 @@ class Server:
     """Answers spawn requests and reports every child's exit, until the control EOF."""
 
     def __init__(self, control: socket.socket, events: socket.socket,
-                 sandboxed: str | None) -> None:
+                 sandboxed: str | None, groups: _cgroups.PidsGroups | None) -> None:
         self.control = control
         self.events = events
         self.sandboxed = sandboxed
+        self.groups = groups
+        self.group_of: dict[int, str] = {}  # agent pid -> its pids cgroup
         self.children: set[int] = set()
         self.pending: list[tuple[int, int]] = []
         self.pid = os.getpid()
@@ -387,22 +393,47 @@ class Server:
             _close_all(fds)
             self.reply(("error", "malformed spawn request (too large, or not 3 fds)"))
             return True
-        self.spawn(data, fds)
+        try:
+            _, max_pids, request = marshal.loads(data)
+        except (ValueError, TypeError, EOFError):
+            _close_all(fds)
+            self.reply(("error", "malformed spawn request"))
+            return True
+        self.spawn(request, fds, max_pids)
         return True
 
-    def spawn(self, data: bytes, fds: list[int]) -> None:
+    def spawn(self, request: bytes, fds: list[int], max_pids: int | None) -> None:
+        group, procs = None, None
+        if self.groups is not None and max_pids is not None:
+            try:
+                group, procs = self.groups.prepare(max_pids)
+            except OSError as error:
+                _close_all(fds)
+                self.reply(("error", f"cannot make the agent's pids cgroup: {error}"))
+                return
         try:
             pid = os.fork()
         except OSError as error:
             _close_all(fds)
+            if group is not None and procs is not None:
+                os.close(procs)
+                self.release(group)
             self.reply(("error", f"fork failed: {error.strerror}"))
             return
         if pid == 0:
             self.forget_in_child()
-            become_agent(data, fds, self.pid, self.sandboxed, self.settled)
+            become_agent(request, fds, self.pid, self.sandboxed, self.settled, procs)
         _close_all(fds)  # only the agent may hold its pipe ends
+        if group is not None and procs is not None:
+            os.close(procs)
+            self.group_of[pid] = group
         self.children.add(pid)
         self.reply(("ok", pid))
+
+    def release(self, group: str) -> None:
+        if self.groups is not None:
+            with contextlib.suppress(OSError):  # a group that will not go is only a leak
+                self.groups.release(group)
 
     def forget_in_child(self) -> None:
         """Undo what is the server's alone, before anything can reuse its fds."""
@@ -434,6 +465,11 @@ class Server:
             if pid in self.children:  # others are orphans we adopted as subreaper
                 self.children.discard(pid)
                 self.pending.append((pid, os.waitstatus_to_exitcode(status)))
+                group = self.group_of.pop(pid, None)
+                if group is not None:  # what it left behind dies with it
+                    self.release(group)
+            elif self.groups is not None and self.groups.leftover:
+                self.groups.retry_leftover()
 
     def flush(self) -> None:
         """Send pending exit reports; if the orchestrator lags, keep them for later."""
@@ -463,10 +499,15 @@ class Server:
             for kill in (os.killpg, os.kill):  # killpg fails if it has not setsid yet
                 with contextlib.suppress(OSError):
                     kill(pid, signal.SIGKILL)
+        if self.groups is not None:
+            for group in self.group_of.values():
+                self.groups.kill(group)
         deadline = time.monotonic() + grace
         while self.children and time.monotonic() < deadline:
             self.reap()
             time.sleep(0.001)
+        if self.groups is not None:
+            self.groups.close()
 
 
 def _ignore(signum: int, frame: object) -> None:
@@ -497,14 +538,16 @@ def main(argv: Sequence[str]) -> int:
     preload(modules)
     _linux.set_child_subreaper()  # orphans of agents come back to us, to be reaped
     normalize_signals()
+    # Before isolate(): the groups' directory must be opened on the writable mount.
+    groups, pids_status = _cgroups.PidsGroups.create(os.getpid())
     status = isolate() if sandbox else "rlimits only: sandbox disabled"
     _linux.warm_up()
-    server = Server(control, events, status if sandbox else None)
+    server = Server(control, events, status if sandbox else None, groups)
     # Collections would touch, hence copy, every inherited object in every child, and
     # the server makes little garbage: freeze what exists, collect nothing more here.
     gc.freeze()
     gc.disable()
-    control.send(marshal.dumps(("ready", os.getpid(), status)))
+    control.send(marshal.dumps(("ready", os.getpid(), status, pids_status)))
     server.run()
     return 0
 

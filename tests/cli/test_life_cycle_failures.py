@@ -184,17 +184,31 @@ def test_hogs_are_contained(tmp_path: Path, kind: str) -> None:
     proc = start(root)
     orchestrator = psutil.Process(proc.pid)
     peak = 0
+    most_processes = 0  # of the victim, for the fork bomb
     try:
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
             peak = max(peak, orchestrator.memory_info().rss)
-            done = (agent_events(root, victim, "crashed") if kind != "flood"
-                    else [e for e in events(root) if e["event"] == "pass_done"][5:])
+            if kind == "forks":
+                # The kernel stops it at the limit (its pids cgroup, or RLIMIT_NPROC
+                # for a user): it never gets past it, and the others never notice.
+                most_processes = max(most_processes, len(
+                    [p for p in agent_processes(root) if _cwd(p) == str(root / "agents" / victim)]))
+                done = agent_events(root, victim, "crashed") or most_processes >= 8
+            elif kind == "flood":
+                done = [e for e in events(root) if e["event"] == "pass_done"][5:]
+            else:
+                done = agent_events(root, victim, "crashed")
             if done:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         else:
             raise AssertionError(f"{kind}: never contained")
+        if kind == "forks":
+            for _ in range(40):  # two more seconds: still held at the limit
+                most_processes = max(most_processes, len(
+                    [p for p in agent_processes(root) if _cwd(p) == str(root / "agents" / victim)]))
+                time.sleep(0.05)
         others = [a for a in (root / "agents").iterdir() if a.name != victim]
         wait_until(lambda: status_json(root)["counts"]["running"] >= len(others), 10,
                    "the others running")
@@ -204,5 +218,13 @@ def test_hogs_are_contained(tmp_path: Path, kind: str) -> None:
     assert peak < 200 * 1024 * 1024
     assert agent_processes(root) == []
     if kind == "forks":
+        assert most_processes <= 8, f"the fork bomb reached {most_processes} processes"
         assert len(psutil.pids()) < 5000
+
+
+def _cwd(process: psutil.Process) -> str:
+    try:
+        return process.cwd()
+    except psutil.Error:
+        return ""
 

@@ -120,3 +120,33 @@ launched = [launcher.spawn(LaunchSpec(f"agent-{n}", directory, {}, none, (direct
 print(json.dumps([agent.pid for agent in launched]), flush=True)
 time.sleep(60)
 """
+
+# Forks (children sleep) until the kernel refuses, says how far it got, waits for EOF.
+FORK_UNTIL_REFUSED = """\
+import errno, json, os, sys, time
+children, refused = [], None
+for _ in range(64):  # bounded, for the test machine's sake
+    try:
+        pid = os.fork()
+    except OSError as error:
+        refused = errno.errorcode.get(error.errno)
+        break
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    children.append(pid)
+print(json.dumps({"children": len(children), "refused": refused}), flush=True)
+sys.stdin.read()
+"""
+
+# Leaves a grandchild in a session of its own (out of reach of killpg), then exits.
+LEAVE_AN_ESCAPEE = """\
+import os, sys, time
+read, write = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    os.write(write, str(os.getpid()).encode())
+    time.sleep(60)
+    os._exit(0)
+print(os.read(read, 32).decode(), flush=True)
+"""

@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from evolve_ai import _cgroups
 from evolve_ai.services.launcher import (
     Exited,
     Launched,
@@ -463,3 +464,63 @@ def test_two_hundred_agents_say_hello(harness: Harness, tmp_path: Path) -> None:
     assert codes == {0}
     assert total < 20.0
 
+
+
+# --- Processes: a pids cgroup per agent ---------------------------------------------------
+
+
+def _needs_pids_cgroup(launcher: Launcher) -> None:
+    # Root without cgroups has no limit on an agent's processes but the supervisor's
+    # per-pass count; anyone else can still run the other tests.
+    if launcher.pids_status != "pids cgroup" and os.geteuid() != 0:
+        pytest.skip(f"not root and {launcher.pids_status}")
+    assert launcher.pids_status == "pids cgroup"
+
+
+def test_fork_stops_at_the_process_limit(harness: Harness, tmp_path: Path) -> None:
+    _needs_pids_cgroup(harness.launcher)
+    limits = Limits(None, None, None, None, 5)
+    agent = harness.launch(write_agent(tmp_path / "bomb", agents.FORK_UNTIL_REFUSED),
+                           limits=limits)
+    report = json.loads(agent.line())
+    assert report == {"children": 4, "refused": "EAGAIN"}  # 5 tasks with the agent
+    os.killpg(agent.pid, signal.SIGKILL)
+    harness.wait_exit(agent.pid)
+
+
+def test_what_an_agent_leaves_behind_dies_with_it(harness: Harness, tmp_path: Path) -> None:
+    _needs_pids_cgroup(harness.launcher)
+    agent = harness.launch(write_agent(tmp_path / "escape", agents.LEAVE_AN_ESCAPEE),
+                           limits=Limits(None, None, None, None, 8))
+    escapee = int(agent.line())
+    assert psutil.Process(escapee).ppid() != agent.pid or not gone(agent.pid)
+    assert harness.wait_exit(agent.pid).returncode == 0
+    assert wait_gone([escapee]) == []
+
+
+def test_groups_of_a_killed_fork_server_are_swept(tmp_path: Path) -> None:
+    with Launcher() as first:
+        _needs_pids_cgroup(first)
+        assert first._process is not None
+        server = first._process.pid
+        base = Path(_cgroups.own_pids_cgroup())
+        mine = base / f"{_cgroups.PREFIX}{server}"
+        directory = write_agent(tmp_path / "a", agents.HELLO_WAIT)
+        fd = os.open(directory / "log", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC)
+        launched = first.spawn(spec_for(directory, limits=Limits(None, None, None, None, 4)),
+                               fd)
+        os.close(fd)
+        assert [p.name for p in mine.iterdir() if p.name.startswith("agent-")]
+        os.kill(server, signal.SIGKILL)  # no chance to clean up: its groups stay
+        first._process.wait()
+        assert wait_gone([launched.pid]) == []
+        assert mine.exists()
+        for end in (launched.stdin, launched.stdout):
+            os.close(end)
+    with Launcher() as second:
+        assert second.pids_status == "pids cgroup"
+        assert not mine.exists()
+        assert second._process is not None
+        theirs = base / f"{_cgroups.PREFIX}{second._process.pid}"
+        assert theirs.exists()
+    assert not theirs.exists()  # a server that closes cleans up after itself

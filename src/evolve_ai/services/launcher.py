@@ -18,6 +18,12 @@ Sandbox (``sandbox_status`` says which one is in force):
   ``sandbox=False``): agents still get their rlimits, and without capabilities when
   the sandbox was asked for.
 
+Processes (``pids_status`` says whether it is in force): where the kernel lets the
+fork server make cgroups (``evolve_ai._cgroups``), each agent with a
+``Limits.processes`` runs in its own pids cgroup: a fork past the limit fails, for
+root too, which RLIMIT_NPROC does not ensure; and when the agent exits, whatever it
+left running (even outside its process group) is killed.
+
 What the sandbox does not do: no PID namespace (agents see other processes and may
 signal those of their own uid), Unix sockets bound in the filesystem stay connectable
 (the read-only view does not forbid connect), and no seccomp filter.
@@ -150,6 +156,7 @@ class Launcher:
         self._control: socket.socket | None = None
         self._events: socket.socket | None = None
         self._status = "not started"
+        self._pids_status = "not started"
         self._running: dict[int, str] = {}
         self._server_gone = False  # its events socket said EOF: it is dead or dying
         # Readable when exit reports are pending: the events socket of the current
@@ -215,7 +222,7 @@ class Launcher:
         control.settimeout(_START_TIMEOUT)
         try:
             control.send(marshal.dumps(("init", self._sandbox, list(self._preload))))
-            _, _, self._status = self._receive_reply()
+            _, _, self._status, self._pids_status = self._receive_reply()
         except (OSError, LaunchError) as error:
             self._release(orphans=False)
             if isinstance(error, LaunchError):
@@ -277,6 +284,12 @@ class Launcher:
         """``"namespaces"``, or ``"rlimits only: <reason>"``; known after ``start``."""
         return self._status
 
+    @property
+    def pids_status(self) -> str:
+        """``"pids cgroup"`` when each agent gets a pids cgroup limited to
+        ``Limits.processes``, else ``"no pids cgroup: <reason>"``; known after ``start``."""
+        return self._pids_status
+
     def __enter__(self) -> Self:
         self.start()
         return self
@@ -299,9 +312,9 @@ class Launcher:
                     if not os.path.isabs(path)]
         if relative:
             raise LaunchError(f"agent {spec.agent_id}: paths must be absolute: {relative[0]}")
-        request = marshal.dumps(("spawn", spec.agent_id, spec.cwd, spec.env,
-                                 spec.limits.as_tuple(), spec.writable,
-                                 spec.readonly_within, spec.pycache_prefix))
+        request = marshal.dumps(("spawn", spec.limits.processes, marshal.dumps((
+            spec.agent_id, spec.cwd, spec.env, spec.limits.as_tuple(), spec.writable,
+            spec.readonly_within, spec.pycache_prefix))))
         if len(request) > _MAX_MESSAGE:
             raise LaunchError(f"agent {spec.agent_id}: launch request too large "
                               f"({len(request)} bytes; environment too big?)")
