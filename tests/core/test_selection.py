@@ -36,23 +36,29 @@ def test_every_strategy_keeps_the_rules(population: list[Individual], name: str,
     assert len(set(decision.deaths)) == len(decision.deaths)
     dead = set(decision.deaths)
     survivors = [i for i in population if i.id not in dead]
+
+    def unmeasured(i: Individual) -> bool:
+        return i.runnable and (i.fitness is None or i.evaluations < params.min_evaluations)
+
     for individual in population:
-        if individual.runnable and individual.evaluations < params.min_evaluations:
+        if unmeasured(individual):
             assert individual.id not in dead, "a protected individual died"
+            assert individual.id not in decision.parents, "an untested variant is a parent"
         if name != "none" and not individual.runnable:
             spent = individual.idle_generations >= params.grace
             assert (individual.id in dead) == spent, "grace not respected"
-    evaluated = sorted((i for i in population
-                        if i.runnable and i.fitness is not None
-                        and not (not i.runnable and i.idle_generations >= params.grace)),
+    evaluated = sorted((i for i in population if i.runnable and not unmeasured(i)),
                        key=lambda i: (-i.fitness, i.id))  # type: ignore[operator]
     for best in evaluated[:elite]:
         assert best.id not in dead, "an elite individual died"
-    assert set(decision.parents) <= {i.id for i in survivors if i.runnable}
+    parents_pool = {i.id for i in survivors if i.runnable and not unmeasured(i)}
+    assert set(decision.parents) <= parents_pool
     if name == "none":
         assert decision.parents == ()
-    elif any(i.runnable for i in survivors):
+    elif parents_pool:
         assert len(survivors) + len(decision.parents) == max(size, len(survivors))
+    else:
+        assert decision.parents == (), "nobody to copy: the places wait"
 
 
 def test_same_seed_same_decision() -> None:
@@ -100,3 +106,31 @@ def test_spent_agents_die_after_their_grace() -> None:
                       random.Random(0))
     assert "old" in refilled.deaths and "broken" not in refilled.deaths
     assert set(refilled.parents) <= {"ok"}
+
+
+def test_a_fresh_variant_is_spared_but_never_copied() -> None:
+    """An agent that has just mutated keeps its old fitness nowhere: it is unmeasured."""
+    population = [ind("fresh", 0.9, evaluations=0), ind("unscored", None, evaluations=30),
+                  ind("good", 0.6), ind("bad", 0.1), ind("worse", 0.05)]
+    for name in ("truncation", "tournament", "threshold"):
+        decision = decide(BUILTIN[name], population, Params(population_size=5, elite=0),
+                          random.Random(0))
+        assert "fresh" not in decision.deaths and "unscored" not in decision.deaths, name
+        assert not {"fresh", "unscored"} & set(decision.parents), name
+        assert decision.parents, name
+
+
+def test_elite_is_chosen_among_measured_variants() -> None:
+    population = [ind("lucky", 1.0, evaluations=2), ind("best", 0.7), ind("rest", 0.2)]
+    decision = decide(BUILTIN["threshold"], population,
+                      Params(population_size=3, elite=1, threshold=0.75), random.Random(0))
+    assert decision.deaths == ("rest",)  # "best" is the elite, "lucky" only protected
+
+
+def test_no_birth_without_a_measured_survivor() -> None:
+    population = [ind("a", None, evaluations=0), ind("b", 0.5, evaluations=1)]
+    decision = decide(BUILTIN["truncation"], population, Params(population_size=6),
+                      random.Random(0))
+    assert decision == decide(BUILTIN["truncation"], population, Params(population_size=6),
+                              random.Random(1))
+    assert decision.deaths == () and decision.parents == ()

@@ -67,8 +67,9 @@ class Agent:
     lines: int = 0
     complexity: int = 0
     mutations: int = 0
-    fitness: float | None = None
-    evaluations: int = 0
+    fitness: float | None = None  # of the current variant (genome); None until measured
+    measured: int = 0  # scores behind ``fitness``: the current variant's, at most a window
+    evaluations: int = 0  # every score of its life (shown, never used to select)
     energy: float = 1.0
     idle_generations: int = 0
     stats: tuple[FileStat, ...] | None = None
@@ -242,9 +243,11 @@ class LifeManager:
         changed = _changed_genes(old, result.genome, self.catalogue)
         self.new_genomes[result.genome_hash] = result.genome
         agent.genome_hash = result.genome_hash
-        # A new variant is scored afresh: its window starts empty (the last fitness
-        # stands until the variant's first batch of answers replaces it).
+        # A new variant is scored afresh: its window starts empty, and the previous
+        # variant's fitness says nothing about it. Until its first batch of answers it
+        # has no fitness: selection spares it but never copies it, and no mean counts it.
         agent.scores.clear()
+        agent.fitness, agent.measured = None, 0
         agent.dirty = True
         self._event("mutated", agent.id, genome_hash=result.genome_hash,
                     genes=list(changed[:50]), changed=len(changed))
@@ -372,6 +375,7 @@ class LifeManager:
         agent.dirty = True
         if not agent.pending:
             agent.fitness = self.environment.fitness(list(agent.scores), agent.active_functions)
+            agent.measured = len(agent.scores)
             self.supervisor.send(agent.id, {"type": "feedback", "fitness": agent.fitness})
 
     def _expire_tasks(self, now: float) -> None:
@@ -435,7 +439,7 @@ class LifeManager:
         living = [a for a in self.agents.values() if a.status != "dead"]
         fitness = [a.fitness for a in living if a.status == "active" and a.fitness is not None]
         decision = decide(self.strategy, [
-            Individual(a.id, a.fitness, a.evaluations, a.status == "active",
+            Individual(a.id, a.fitness, a.measured, a.status == "active",
                        a.idle_generations, a.energy) for a in living
         ], self._selection_params(), self.select_rng)
         now = time.monotonic()
@@ -465,7 +469,9 @@ class LifeManager:
         s = self.config.selection
         return Params(population_size=self.config.population.size, survival=s.survival,
                       elite=s.elite, tournament_size=s.tournament_size, threshold=s.threshold,
-                      min_evaluations=s.min_evaluations, grace=s.grace,
+                      # a window is all a variant's fitness can ever rest on
+                      min_evaluations=min(s.min_evaluations, self.config.evaluation.window),
+                      grace=s.grace,
                       metabolism=s.metabolism)
 
     def _die(self, agent: Agent, now: float) -> None:
@@ -524,8 +530,9 @@ class LifeManager:
     def _publish_elite(self, registry: Registry) -> None:
         """The best genomes, as ``commons/elite/<rank>.bin``, for agents to recombine with."""
         count = self.config.selection.publish_elite
-        ranked = sorted((a for a in self.agents.values()
-                         if a.status == "active" and a.fitness is not None),
+        enough = min(self.config.selection.min_evaluations, self.config.evaluation.window)
+        ranked = sorted((a for a in self.agents.values() if a.status == "active"
+                         and a.fitness is not None and a.measured >= max(1, enough)),
                         key=lambda a: (-(a.fitness or 0.0), a.id))[:count]
         directory = self.workspace.commons_dir / "elite"
         directory.mkdir(parents=True, exist_ok=True)

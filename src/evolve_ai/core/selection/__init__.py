@@ -6,13 +6,19 @@ control: nobody dies). Plug-ins are named ``module:attr`` or registered under
 the entry-point group ``evolve_ai.selection``.
 
 Every strategy obeys the same rules, enforced by ``decide``:
-* protected individuals (too few evaluations, unless spent) never die;
-* the ``elite`` best are never chosen to die;
+* protected individuals never die, and are never chosen as parents or elite:
+  a runnable individual is protected while its current variant (its genome
+  since it last changed) has no fitness or fewer than ``min_evaluations``
+  evaluations behind it. An agent that has just rewritten its genome is a
+  new, unmeasured variant: whatever its previous genome scored says nothing
+  about this one;
+* the ``elite`` best of the measured individuals are never chosen to die;
 * individuals that cannot run (disabled, quarantined) are never ranked, and
   die once their grace is over;
 * ``none`` is the control: nobody dies, nobody is born;
-* the places freed are refilled up to ``population_size`` from survivors,
-  each parent chosen by tournament.
+* the places freed are refilled up to ``population_size`` from the measured
+  survivors, each parent chosen by tournament; with no measured survivor,
+  nobody is born (the places wait for the next generation).
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class Individual:
     id: str
-    fitness: float | None
-    evaluations: int
+    fitness: float | None  # of its current variant; None until that variant is measured
+    evaluations: int  # scores behind ``fitness`` (the current variant's, not a lifetime count)
     runnable: bool  # False for disabled and quarantined agents
     idle_generations: int  # generations spent not runnable
     energy: float = 1.0  # reserve for the energy strategy (born with 1.0)
@@ -59,7 +65,14 @@ def score(individual: Individual) -> float:
 
 
 def protected(individual: Individual, params: Params) -> bool:
-    return individual.runnable and individual.evaluations < params.min_evaluations
+    """Runnable but not measured enough to be judged: spared, and not a parent or elite."""
+    return individual.runnable and (individual.fitness is None
+                                    or individual.evaluations < params.min_evaluations)
+
+
+def measured(population: Sequence[Individual], params: Params) -> list[Individual]:
+    """The runnable individuals whose current variant can be judged."""
+    return [i for i in population if i.runnable and not protected(i, params)]
 
 
 def ranked(population: Sequence[Individual]) -> list[Individual]:
@@ -68,8 +81,7 @@ def ranked(population: Sequence[Individual]) -> list[Individual]:
 
 
 def elite_ids(population: Sequence[Individual], params: Params) -> set[str]:
-    runnable = [i for i in population if i.runnable and i.fitness is not None]
-    return {i.id for i in ranked(runnable)[: params.elite]}
+    return {i.id for i in ranked(measured(population, params))[: params.elite]}
 
 
 def tournament_pick(pool: Sequence[Individual], size: int, rng: random.Random) -> Individual:
@@ -93,7 +105,8 @@ def decide(strategy: Strategy, population: Sequence[Individual], params: Params,
     deaths = [d for d in dict.fromkeys(proposal.deaths) if d in known and d not in spared]
     deaths += sorted(spent)
     dead = set(deaths)
-    survivors = [i for i in population if i.id not in dead and i.runnable]
+    # Parents only among measured survivors: an untested variant is never copied.
+    survivors = measured([i for i in population if i.id not in dead], params)
     places = max(0, params.population_size - (len(population) - len(dead)))
     if not survivors:
         return Decision(tuple(deaths), (), proposal.energies)
