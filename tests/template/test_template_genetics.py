@@ -3,6 +3,7 @@
 import math
 import random
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -264,8 +265,11 @@ def test_policy_recombines_with_published_elites(tmp_path: Path) -> None:
     path = tmp_path / "agent" / "genome.bin"
     path.parent.mkdir()
     # At the lowest rate a bit-flip or a toggle changes one or two flags;
-    # only crossover with the all-on elite switches many on at once.
-    start = genetics._with_state(genome_for([]), rate=genetics.MIN_RATE)
+    # only crossover with the all-on elite switches many on at once. (Every
+    # module on, no function: each flip changes what the genome expresses.)
+    empty = genome_for([])
+    empty = genetics._with_files(empty, [{**f, "active": True} for f in empty["files"]])
+    start = genetics._with_state(empty, rate=genetics.MIN_RATE)
     sizes = []
     for seed in range(40):
         genetics.write_genome(path, start)
@@ -279,11 +283,107 @@ def test_policy_recombines_with_published_elites(tmp_path: Path) -> None:
 def test_many_writes_stay_atomic_and_touch_only_genome_bin(genome_file: Path) -> None:
     policy = genetics.Policy(genome_file, None, random.Random(3), patience=1)
     rng = random.Random(4)
+    writes = 0
     for _ in range(200):
-        policy.observe(rng.random())
-        _assert_valid(genetics.read_genome(genome_file))
+        before = _assert_valid(genetics.read_genome(genome_file))
+        if policy.observe(rng.random()):
+            writes += 1
+            after = _assert_valid(genetics.read_genome(genome_file))
+            assert genetics.expression(after) != genetics.expression(before), "a vain rewrite"
     assert [p.name for p in genome_file.parent.iterdir()] == ["genome.bin"]
     final = genetics.read_genome(genome_file)
     assert final is not None
-    assert final["mutations"] >= 100
+    assert final["mutations"] == writes >= 10
     assert _structure(final) == _structure(genome_for([]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10_000), st.integers(0, 10_000), st.booleans())
+def test_a_mutation_always_changes_what_is_expressed(genes: int, seed: int,
+                                                    with_peer: bool) -> None:
+    genome = _random_genome(genes)
+    peer = _random_genome(genes + 1) if with_peer else None
+    mutant = genetics.mutate(genome, random.Random(seed), 0.5, {}, peer=peer, owner="me")
+    mutant = _assert_valid(mutant)
+    assert genetics.expression(mutant) != genetics.expression(genome)
+    trial = Trial.from_state(mutant["state"]["trial"])
+    assert trial is not None and trial.owner == "me"
+    assert _flags(genetics.apply_changes(mutant, trial.undo)) == _flags(
+        genetics.uptake(genome, {}))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10_000), st.integers(0, 10_000))
+def test_switch_gene_changes_one_function_or_swaps_two_siblings(genes: int, seed: int) -> None:
+    genome = _random_genome(genes)
+    switched = _assert_valid(genetics.switch_gene(genome, random.Random(seed)))
+    before, after = genetics.expression(genome), genetics.expression(switched)
+    changed = before ^ after
+    assert len(changed) in (1, 2)
+    if len(changed) == 2:  # a swap: one off, one on, in the same module
+        assert len(before - after) == 1 and len(after - before) == 1
+        assert len({path for path, _ in changed}) == 1
+
+
+def _with_fails(genome: Genome, fails: int, **state: Any) -> Genome:
+    return genetics._with_state(genome, fails=fails, **state)
+
+
+def test_policy_rests_after_fruitless_trials(tmp_path: Path) -> None:
+    path = tmp_path / "genome.bin"
+    start = genome_for(["polynomial.cubic"])
+    rewrites = {}
+    for fails in (0, genetics.MAX_FAILS):
+        count = 0
+        for seed in range(200):
+            genetics.write_genome(path, _with_fails(start, fails))
+            count += genetics.Policy(path, None, random.Random(seed), patience=1).observe(0.5)
+        rewrites[fails] = count
+    assert rewrites[0] == 200  # nothing failed yet: always try
+    expected = 200 / (1 + genetics.MAX_FAILS) ** genetics.REST_POWER
+    assert rewrites[genetics.MAX_FAILS] <= 4 * expected + 3
+
+
+def test_a_revert_counts_a_fruitless_trial(genome_file: Path) -> None:
+    policy = _policy(genome_file)
+    _feed(policy, 0.5, 0.5)
+    assert _feed(_policy(genome_file), 0.2, 0.2) == [False, True]
+    reverted = _assert_valid(genetics.read_genome(genome_file))
+    assert reverted["state"]["fails"] == 1
+
+
+def test_a_parents_trial_is_not_the_childs(tmp_path: Path) -> None:
+    """A child inherits its parent's genome, pending trial included: it measures it, never
+    reverts it on the strength of the parent's baseline."""
+    path = tmp_path / "genome.bin"
+    parent = genome_for(["polynomial.cubic"])
+    mutant = _assert_valid(genetics.mutate(_with_fails(parent, genetics.MAX_FAILS),
+                                           random.Random(1), 0.9, {}, owner="parent"))
+    genetics.write_genome(path, mutant)
+    written = path.read_bytes()
+    kept = 0
+    for seed in range(50):
+        child = genetics.Policy(path, None, random.Random(seed), patience=1, owner="child")
+        if not child.observe(0.1):  # far below the parent's baseline of 0.9
+            kept += 1
+            assert path.read_bytes() == written
+        else:
+            after = _assert_valid(genetics.read_genome(path))
+            trial = Trial.from_state(after["state"]["trial"])
+            assert trial is not None and trial.owner == "child" and trial.baseline == 0.1
+            genetics.write_genome(path, mutant)
+            written = path.read_bytes()
+    assert kept > 40  # resting (fails at its maximum), not reverting
+
+
+def test_keeping_a_state_change_writes_nothing(tmp_path: Path) -> None:
+    """State alone (a dropped trial, a rest) is no rewrite: it would cost a restart."""
+    path = tmp_path / "genome.bin"
+    genome = _with_fails(genome_for(["polynomial.cubic"]), genetics.MAX_FAILS,
+                         trial=Trial(0.3, (), "someone else").to_state())
+    genetics.write_genome(path, genome)
+    before = path.read_bytes()
+    policy = genetics.Policy(path, None, random.Random(0), patience=1, owner="me")
+    # seed 0 rests three times (each time with odds 1 - 1/(1+MAX_FAILS)**REST_POWER)
+    assert [policy.observe(0.5) for _ in range(3)] == [False, False, False]
+    assert path.read_bytes() == before

@@ -14,11 +14,34 @@ one that hurt, and is stored in `state["rate"]`).
 
 `Policy` drives them from the fitness feedback, as a (1+1) evolution
 strategy: measure the current genome over a few feedbacks, mutate, measure
-the mutant, then keep it (and mutate again) or revert it. The pending trial
-(the fitness before the mutation and the flags to restore) is kept in
-`state["trial"]` rather than only in memory, because the orchestrator
+the mutant, then keep it or revert it. The pending trial (the fitness before
+the mutation, the flags to restore, and the agent that started it) is kept
+in `state["trial"]` rather than only in memory, because the orchestrator
 restarts the agent whenever its genome changes: a memory-only undo would be
 lost at the very moment it is needed.
+
+Two rules keep a good genome good:
+
+* every rewrite changes what the genome expresses. A mutation that only
+  flips flags of inactive modules would cost a restart and a trial and
+  measure nothing but noise, so `mutate` draws again until the expressed
+  functions differ; and keeping a mutant (a change of `state` alone) is
+  not written at once: the new state rides along with the next rewrite;
+* after a trial that did not improve, the agent rests: `state["fails"]`
+  counts trials in a row without improvement (a mutant is kept only if it
+  measures MARGIN above its baseline), and a measured genome is mutated
+  with probability 1 / (1 + fails) ** REST_POWER only (never below
+  1 / (1 + MAX_FAILS) ** REST_POWER). An agent far from any optimum keeps
+  improving and keeps mutating; one at a (local) optimum spends most of
+  its life expressing it, instead of half of it testing mutants that hurt.
+  A child inherits `fails` with its parent's genome, but not its parent's
+  pending trial (`Trial.owner` is the agent that started it).
+
+Operators: besides bit flips, toggles and crossover, `switch_gene`
+expresses or silences exactly one function (or swaps two siblings): a
+move in the space of what is expressed, which bit flips inside an
+inactive module, or a module switched on with a decoy flag in it, do not
+make.
 """
 
 import math
@@ -58,6 +81,15 @@ SUCCESS_FACTOR = 1.5
 FAILURE_FACTOR = SUCCESS_FACTOR**-0.25
 RECOMBINATION_CHANCE = 0.2
 TOGGLE_CHANCE = 0.2
+SWITCH_CHANCE = 0.5  # of the mutations that are neither crossover nor toggle
+SWAP_CHANCE = 0.5  # of the switches that silence a gene: a sibling is expressed instead
+# Draws of an operator before giving up on changing the expressed genes.
+MUTATION_ATTEMPTS = 16
+# Trials in a row without improvement after which the resting odds stop falling.
+MAX_FAILS = 8
+# How much better than its baseline a mutant must measure to be kept.
+MARGIN = 0.01
+REST_POWER = 2
 
 
 class FileGene(TypedDict):
@@ -319,6 +351,37 @@ def flip_functions(genome: Genome, rng: random.Random, rate: float) -> Genome:
     return _with_files(genome, files.values())
 
 
+def switch_gene(genome: Genome, rng: random.Random) -> Genome:
+    """Express or silence one function gene, and no other.
+
+    A bit flip inside an inactive module changes nothing expressed, and
+    switching the module on expresses whatever its other flags say (a decoy,
+    often): a gene that is only good alone in its module, behind a shadowing
+    sibling, is out of reach of both. Here the chosen function is silenced if
+    expressed (and, with probability SWAP_CHANCE, a silent sibling of its
+    module expressed instead: siblings that shadow each other are exchanged
+    in one step); otherwise it is switched on, and, when its module was off,
+    the module too with its other functions off.
+    """
+    files = _files(genome)
+    genes = [(gene, name) for gene in files.values() for name in gene["functions"]]
+    if not genes:
+        return genome
+    gene, name = rng.choice(genes)
+    if gene["active"] and gene["functions"][name]:
+        gene["functions"][name] = False
+        silent = [other for other, on in gene["functions"].items() if not on and other != name]
+        if silent and rng.random() < SWAP_CHANCE:
+            # a swap: one sibling takes its place (two genes that shadow each other)
+            gene["functions"][rng.choice(silent)] = True
+    elif gene["active"]:
+        gene["functions"][name] = True
+    else:
+        gene["active"] = True
+        gene["functions"] = {other: other == name for other in gene["functions"]}
+    return _with_files(genome, files.values())
+
+
 def toggle_module(genome: Genome, rng: random.Random) -> Genome:
     """Switch one module on or off, keeping its function flags for later."""
     files = _files(genome)
@@ -410,36 +473,45 @@ class Trial:
 
     # A plain class, not a dataclass: every agent start pays for building its
     # methods with exec (about 1 ms of a 2 ms start, measured in the fork server).
-    __slots__ = ("baseline", "undo")
+    __slots__ = ("baseline", "owner", "undo")
 
-    def __init__(self, baseline: float, undo: tuple[Change, ...]) -> None:
+    def __init__(self, baseline: float, undo: tuple[Change, ...], owner: str = "") -> None:
         self.baseline = baseline
         self.undo = undo
+        self.owner = owner  # the agent id that started it ("" outside the life cycle)
+
+    def _key(self) -> tuple[float, tuple[Change, ...], str]:
+        return self.baseline, self.undo, self.owner
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Trial)
-                and (self.baseline, self.undo) == (other.baseline, other.undo))
+        return isinstance(other, Trial) and self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self.baseline, self.undo))
+        return hash(self._key())
 
     def __repr__(self) -> str:
-        return f"Trial(baseline={self.baseline!r}, undo={self.undo!r})"
+        return f"Trial(baseline={self.baseline!r}, undo={self.undo!r}, owner={self.owner!r})"
 
     def to_state(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "undo": [list(change) for change in self.undo]}
+        state: dict[str, Any] = {"baseline": self.baseline,
+                                 "undo": [list(change) for change in self.undo]}
+        if self.owner:
+            state["owner"] = self.owner
+        return state
 
     @staticmethod
     def from_state(raw: object) -> "Trial | None":
         if not isinstance(raw, dict):
             return None
-        baseline, undo = raw.get("baseline"), raw.get("undo")
+        baseline, undo, owner = raw.get("baseline"), raw.get("undo"), raw.get("owner", "")
         if not isinstance(baseline, float) or not isinstance(undo, list):
+            return None
+        if not isinstance(owner, str):
             return None
         parsed = [_change(item) for item in undo]
         if any(item is None for item in parsed):
             return None
-        return Trial(baseline, tuple(item for item in parsed if item is not None))
+        return Trial(baseline, tuple(item for item in parsed if item is not None), owner)
 
 
 def _change(raw: object) -> Change | None:
@@ -453,6 +525,33 @@ def _change(raw: object) -> Change | None:
     return path, name, value
 
 
+def expression(genome: Genome) -> frozenset[tuple[str, str]]:
+    """The expressed functions: (path, name) with the file active and the flag on."""
+    return frozenset(
+        (gene["path"], name)
+        for gene in genome["files"]
+        if gene["active"]
+        for name, on in gene["functions"].items()
+        if on
+    )
+
+
+def current_fails(genome: Genome) -> int:
+    fails = genome["state"].get("fails")
+    return min(fails, MAX_FAILS) if type(fails) is int and fails >= 0 else 0
+
+
+def _draw(base: Genome, rng: random.Random, rate: float, peer: Genome | None,
+          catalogue: Catalogue) -> Genome:
+    if peer is not None and rng.random() < RECOMBINATION_CHANCE:
+        return recombine(base, peer, rng, allowed_genes(base, catalogue))
+    if rng.random() < TOGGLE_CHANCE:
+        return toggle_module(base, rng)
+    if rng.random() < SWITCH_CHANCE:
+        return switch_gene(base, rng)
+    return flip_functions(base, rng, rate)
+
+
 def mutate(
     genome: Genome,
     rng: random.Random,
@@ -460,39 +559,45 @@ def mutate(
     catalogue: Catalogue,
     *,
     peer: Genome | None = None,
+    owner: str = "",
 ) -> Genome | None:
-    """A mutant of `genome` with its trial recorded; None if nothing can change."""
+    """A mutant of `genome` that expresses something else, its trial recorded; None if
+    no draw changed the expressed functions (a peer identical to us changes nothing)."""
     base = uptake(genome, catalogue)
     rate = current_rate(base)
-    if peer is not None and rng.random() < RECOMBINATION_CHANCE:
-        child = recombine(base, peer, rng, allowed_genes(base, catalogue))
-    elif rng.random() < TOGGLE_CHANCE:
-        child = toggle_module(base, rng)
-    else:
-        child = flip_functions(base, rng, rate)
-    undo = changes(base, child)
-    if not undo:
-        # A peer identical to us changes nothing; a mutation must.
-        child = flip_functions(base, rng, rate)
-        undo = changes(base, child)
-    if not undo:
-        return None
-    return _with_state(child, mutated=True, trial=Trial(baseline, tuple(undo)).to_state())
+    expressed = expression(base)
+    for _ in range(MUTATION_ATTEMPTS):
+        child = _draw(base, rng, rate, peer, catalogue)
+        if expression(child) != expressed:
+            trial = Trial(baseline, tuple(changes(base, child)), owner)
+            return _with_state(child, mutated=True, trial=trial.to_state())
+    return None
 
 
 def revert(genome: Genome, trial: Trial) -> Genome:
-    """Undo the trial's mutation, and mutate more cautiously from now on."""
+    """Undo the trial's mutation, mutate more cautiously, and rest longer from now on."""
     restored = apply_changes(genome, trial.undo)
     rate = adapt_rate(current_rate(genome), success=False)
-    return _with_state(restored, mutated=True, trial=None, rate=rate)
+    fails = min(MAX_FAILS, current_fails(genome) + 1)
+    return _with_state(restored, mutated=True, trial=None, rate=rate, fails=fails)
 
 
 def accept(genome: Genome, score: float, trial: Trial) -> Genome:
-    """Keep the trial's mutation; a real improvement makes mutation bolder."""
-    rate = current_rate(genome)
+    """Keep the trial's mutation; a real improvement makes mutation bolder and resets
+    the count of fruitless trials, anything less adds to it."""
+    rate, fails = current_rate(genome), current_fails(genome)
     if score > trial.baseline:
-        rate = adapt_rate(rate, success=True)
-    return _with_state(genome, trial=None, rate=rate)
+        rate, fails = adapt_rate(rate, success=True), 0
+    else:
+        fails = min(MAX_FAILS, fails + 1)
+    return _with_state(genome, trial=None, rate=rate, fails=fails)
+
+
+def restless(genome: Genome, rng: random.Random) -> bool:
+    """Whether a measured genome is mutated now: always after an improvement, then
+    less and less often as trials fail (probability 1 / (1 + fails) ** REST_POWER)."""
+    odds: float = (1 + current_fails(genome)) ** REST_POWER
+    return rng.random() * odds < 1.0
 
 
 def step(
@@ -502,17 +607,31 @@ def step(
     catalogue: Catalogue,
     *,
     peer: Genome | None = None,
-    tolerance: float = 0.0,
-) -> Genome | None:
-    """The policy's decision for a measured `score`: the next genome, or None to keep it."""
+    margin: float = 0.0,
+    owner: str = "",
+) -> Genome:
+    """The policy's decision for a measured `score`: the next genome.
+
+    The next genome may differ from `genome` in its state alone (a trial
+    kept, a rest begun): `Policy` then keeps it in memory and writes it with
+    the next change of expression. A trial started by another agent (a
+    parent's, inherited with its genome) is no trial of ours: this genome is
+    simply measured.
+    """
     trial = Trial.from_state(genome["state"].get("trial"))
-    if trial is None:
-        return mutate(genome, rng, score, catalogue, peer=peer)
-    if score < trial.baseline - tolerance:
-        # Revert only: the restored genome is measured afresh before the next
-        # mutation, so one lucky baseline cannot block progress for ever.
-        return revert(genome, trial)
-    return mutate(accept(genome, score, trial), rng, score, catalogue, peer=peer)
+    if trial is not None and trial.owner != owner:
+        genome, trial = _with_state(genome, trial=None), None
+    if trial is not None:
+        if score < trial.baseline + margin:
+            # Revert only: the restored genome is measured afresh before the next
+            # mutation, so one lucky baseline cannot block progress for ever.
+            return revert(genome, trial)
+        genome = accept(genome, score, trial)
+    if restless(genome, rng):
+        mutant = mutate(genome, rng, score, catalogue, peer=peer, owner=owner)
+        if mutant is not None:
+            return mutant
+    return genome
 
 
 class Policy:
@@ -526,13 +645,16 @@ class Policy:
     """
 
     def __init__(self, path: Path, commons: Path | None, rng: random.Random,
-                 patience: int = 8, tolerance: float = 0.0) -> None:
+                 patience: int = 8, margin: float = MARGIN, owner: str = "") -> None:
         self.path = path
         self.commons = commons
         self.rng = rng
         self.patience = patience
-        self.tolerance = tolerance
+        self.margin = margin
+        self.owner = owner
         self._window: list[float] = []
+        # The genome as the policy knows it: genome.bin plus any state not yet written.
+        self._genome: Genome | None = None
 
     def observe(self, fitness: float) -> bool:
         """Take one feedback; True when genome.bin was rewritten."""
@@ -543,15 +665,20 @@ class Policy:
             return False
         score = sum(self._window) / len(self._window)
         self._window.clear()
-        genome = read_genome(self.path)
+        genome = self._genome or read_genome(self.path)
         if genome is None:
             # Never write over a genome we cannot read: the orchestrator will
             # quarantine it, and the evidence must stay as it is.
             return False
         catalogue = read_catalogue(self.commons)
         peer = read_peer(self.commons, self.rng)
-        updated = step(genome, score, self.rng, catalogue, peer=peer, tolerance=self.tolerance)
-        if updated is None:
+        updated = step(genome, score, self.rng, catalogue, peer=peer, margin=self.margin,
+                       owner=self.owner)
+        if expression(updated) == expression(genome):
+            # Nothing expressed changes: no rewrite (it would cost a restart and
+            # measure nothing); the state is written with the next change.
+            self._genome = updated
             return False
         write_genome(self.path, updated)
+        self._genome = updated
         return True

@@ -210,8 +210,10 @@ def main(registry: dict[str, Strategy]) -> int:
     genome_path = Path(genetics.GENOME_FILE)
     digest = genome_hash(genetics.read_bounded(genome_path))
     # Seeded by identity and genome: reproducible for one agent, distinct across agents.
-    rng = random.Random(f"{os.environ.get('EVOLVE_AGENT_ID', '')}:{digest}")
-    agent = Agent(registry, genetics.Policy(genome_path, _commons(), rng), sys.stdout)
+    agent_id = os.environ.get("EVOLVE_AGENT_ID", "")
+    rng = random.Random(f"{agent_id}:{digest}")
+    policy = genetics.Policy(genome_path, _commons(), rng, owner=agent_id)
+    agent = Agent(registry, policy, sys.stdout)
     try:
         agent.send({"type": "hello", "genome_hash": digest})
         for line in read_lines(sys.stdin.buffer):
