@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -98,6 +99,12 @@ def test_once_evaluates_and_leaves_no_process(workspace: Path) -> None:
                                   "--json").stdout)
     assert shown["evaluations"] > 0
     assert shown["pid"] is None
+    # How agents were confined is said once, in the log.
+    [sandbox] = [e for e in events(workspace) if e["event"] in ("sandbox", "sandbox_degraded")]
+    if os.geteuid() == 0:  # root can always make namespaces and cgroups here
+        assert (sandbox["sandbox"], sandbox["processes"]) == ("namespaces", "pids cgroup")
+    else:
+        assert isinstance(sandbox["processes"], str)
 
 
 def test_sigterm_with_40_agents_running_exits_0_and_leaves_none(tmp_path: Path) -> None:

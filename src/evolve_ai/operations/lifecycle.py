@@ -391,10 +391,11 @@ class LifeManager:
         if self.sandbox_reported or not self.supervisor.launcher.alive:
             return
         self.sandbox_reported = True
+        processes = self.supervisor.launcher.pids_status
         if status.startswith("rlimits only"):
-            self.log.warning("sandbox_degraded", sandbox=status)
+            self.log.warning("sandbox_degraded", sandbox=status, processes=processes)
         else:
-            self.log.info("sandbox", sandbox=status)
+            self.log.info("sandbox", sandbox=status, processes=processes)
 
     def _await_hellos(self) -> None:
         """--once: let the agents started this pass say hello before tasks are sent."""
