@@ -228,3 +228,26 @@ def _cwd(process: psutil.Process) -> str:
     except psutil.Error:
         return ""
 
+
+
+def test_above_max_running_agents_take_turns(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path, {}, 6)
+    configure(root, "[lifecycle]\nmax_running = 2\nturn_passes = 2\n")
+    ids = {agent.name for agent in (root / "agents").iterdir()}
+    proc = start(root)
+    most, turns_of = 0, dict.fromkeys(ids, 0)
+    try:
+        deadline = time.monotonic() + 60
+        while min(turns_of.values()) < 2:  # everyone had two turns at least
+            assert time.monotonic() < deadline, f"turns so far: {turns_of}"
+            running = {_cwd(p) for p in agent_processes(root)} - {""}
+            most = max(most, len(running))
+            turns_of = dict.fromkeys(ids, 0)
+            for event in events(root):
+                if event["event"] == "stopped" and event.get("reason") == "turn":
+                    turns_of[str(event["agent"])] += 1
+            time.sleep(0.02)
+    finally:
+        stop(proc)
+    assert most <= 2, f"{most} agents ran at once with max_running = 2"
+    assert agent_processes(root) == []

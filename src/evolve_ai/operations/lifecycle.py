@@ -273,11 +273,7 @@ class LifeManager:
         active = [a for a in self.agents.values() if a.status == "active"]
         limit = self.config.lifecycle.max_running
         if len(active) > limit:
-            for agent_id in sup.running():
-                proc = sup.agents[agent_id]
-                proc.turns += 1
-                if proc.turns >= self.config.lifecycle.turn_passes:
-                    sup.stop(agent_id, "turn", now)
+            self._rotate_turns(limit, now)
         alive = len(sup.alive())
         waiting = [a for a in active if a.id not in sup.agents or (
             sup.agents[a.id].pid is None and sup.ready_to_restart(a.id, now))]
@@ -287,6 +283,24 @@ class LifeManager:
                 break
             if self._launch(agent, now):
                 alive += 1
+
+    def _rotate_turns(self, limit: int, now: float) -> None:
+        """Round robin above ``max_running``: agents whose turn is over make room.
+
+        At most a ``1/turn_passes`` share of the places turns over in one pass, the
+        longest-running first: agents started together would otherwise all stop in
+        the same pass, leaving a pass with nobody running and a launch burst after it.
+        """
+        sup = self.supervisor
+        turn_passes = self.config.lifecycle.turn_passes
+        running = sup.running()
+        for agent_id in running:
+            sup.agents[agent_id].turns += 1
+        due = sorted((agent_id for agent_id in running
+                      if sup.agents[agent_id].turns >= turn_passes),
+                     key=lambda agent_id: -sup.agents[agent_id].turns)
+        for agent_id in due[:-(-limit // turn_passes)]:
+            sup.stop(agent_id, "turn", now)
 
     def _launch(self, agent: Agent, now: float) -> bool:
         directory = self.workspace.agent_dir(agent.id)
