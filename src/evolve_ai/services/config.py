@@ -82,7 +82,7 @@ class Lifecycle:
     chunk_size: int = _key(100, "agents per chunk of work handed to a worker", _positive)
     max_running: int = _key(1000, "agent processes alive at once; above it agents take turns",
                             _positive)
-    turn_passes: int = _key(3, "passes an agent runs before yielding its place (max_running)",
+    turn_passes: int = _key(12, "passes an agent runs before yielding its place (max_running)",
                             _positive)
 
 
