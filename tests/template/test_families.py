@@ -61,6 +61,28 @@ def test_unsolvable_share() -> None:
     assert 0.15 <= share <= 0.20
 
 
+def test_solvable_families_are_drawn_in_proportion_to_their_shares() -> None:
+    assert set(families.SHARES) == set(SOLVABLE_FAMILIES)
+    assert sum(families.SHARES.values()) == pytest.approx(1 - families.UNSOLVABLE_SHARE)
+    tasks = _tasks(18, 40_000)
+    seen = Counter(task.family for task in tasks)
+    for family, share in families.SHARES.items():
+        # Binomial standard error at 40,000 draws is at most 0.0017.
+        assert seen[family] / len(tasks) == pytest.approx(share, abs=0.006), family
+    for family in UNSOLVABLE_FAMILIES:
+        expected = families.UNSOLVABLE_SHARE / len(UNSOLVABLE_FAMILIES)
+        assert seen[family] / len(tasks) == pytest.approx(expected, abs=0.006), family
+
+
+def test_shares_hold_within_a_selection() -> None:
+    rng = random.Random(19)
+    tasks = [make_task(rng, ("interleaved", "periodic")) for _ in range(4000)]
+    share = sum(t.family == "periodic" for t in tasks) / len(tasks)
+    expected = families.SHARES["periodic"] / (
+        families.SHARES["periodic"] + families.SHARES["interleaved"])
+    assert share == pytest.approx(expected, abs=0.03)
+
+
 def test_every_family_is_reachable_by_default() -> None:
     seen = Counter(task.family for task in _tasks(13, 5000))
     assert set(seen) == set(FAMILIES)

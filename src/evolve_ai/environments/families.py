@@ -23,13 +23,17 @@ Solvable families, each with its gene in the default template:
 Unsolvable families (`solvable=False`): `noise`, `primes_offset`, `collatz`
 and `sqrt_digits`. They are drawn with probability UNSOLVABLE_SHARE, so that
 no genome scores 1.
+
+Solvable families are not drawn evenly: SHARES weighs them so that the
+default template's optimum is unambiguous (see the comment there).
 """
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from types import MappingProxyType
 
 MIN_TERMS = 6
 MAX_TERMS = 10
@@ -316,20 +320,50 @@ _FAMILIES: dict[str, _Family] = {
     "sqrt_digits": _Family(_sqrt_digits, False),
 }
 
+# Each solvable family's share of all tasks when every family is drawn; they
+# add up to 1 - UNSOLVABLE_SHARE. The shares shape the landscape of the
+# default template (bench/optimum.py computes it): every gene of the optimum
+# must be worth clearly more than its energy cost and every other gene must
+# clearly cost, by more than the noise of a fitness measured on a few hundred
+# tasks. The optimum's genes each have families of their own, heavily drawn:
+# interleaved (two_arithmetic), recurrence3 (learned_recurrence), recurrence2
+# and affine (linear_order2), cubic and quadratic (cubic), geometric_fraction
+# (rational_ratio). Arithmetic, geometric and fibonacci are solved by those
+# genes too (their own genes are redundant there), and two families are rare
+# so that their only solvers do not pay: periodic (shortest_period alone
+# solves period four) and famous (memory.recall_window, which needs a long
+# life to pay at all).
+SHARES: Mapping[str, float] = MappingProxyType({
+    "arithmetic": 0.06,
+    "geometric": 0.05,
+    "geometric_fraction": 0.08,
+    "quadratic": 0.06,
+    "cubic": 0.08,
+    "fibonacci": 0.06,
+    "recurrence2": 0.10,
+    "affine": 0.05,
+    "recurrence3": 0.11,
+    "periodic": 0.03,
+    "interleaved": 0.13,
+    "famous": 0.015,
+})
+
 FAMILIES: tuple[str, ...] = tuple(_FAMILIES)
 SOLVABLE_FAMILIES: tuple[str, ...] = tuple(n for n, f in _FAMILIES.items() if f.solvable)
 UNSOLVABLE_FAMILIES: tuple[str, ...] = tuple(n for n, f in _FAMILIES.items() if not f.solvable)
 
 
 def _pick_family(rng: random.Random, families: Sequence[str]) -> str:
-    """Unsolvable families get UNSOLVABLE_SHARE of the draws whenever both kinds are allowed."""
+    """Unsolvable families get UNSOLVABLE_SHARE of the draws whenever both kinds are allowed,
+    evenly; solvable ones the rest, in proportion to their SHARES."""
     solvable = [name for name in families if _FAMILIES[name].solvable]
     unsolvable = [name for name in families if not _FAMILIES[name].solvable]
     if solvable and unsolvable:
-        pool = unsolvable if rng.random() < UNSOLVABLE_SHARE else solvable
-    else:
-        pool = solvable or unsolvable
-    return rng.choice(pool)
+        if rng.random() < UNSOLVABLE_SHARE:
+            return rng.choice(unsolvable)
+    elif unsolvable:
+        return rng.choice(unsolvable)
+    return rng.choices(solvable, weights=[SHARES[name] for name in solvable])[0]
 
 
 def _within_bounds(terms: Sequence[int]) -> bool:
