@@ -37,8 +37,10 @@ The optimum comes from ``bench/optimum.py`` (same template, same energy cost,
 * ``optimum``: the template's modules are reloaded every ``evaluation.window``
   tasks. The life cycle restarts an agent at each change of its genome and
   scores it on the tasks since that change (at most a window), so this is the
-  best fitness the life cycle can measure; the targets use it. The two differ
-  by what ``memory.recall_window`` learns over a long life.
+  best fitness the life cycle can measure; the targets use it. With the
+  default template and environment both are the same genome (the family
+  shares are tuned for it); they would differ if a stateful gene such as
+  ``memory.recall_window`` paid only over a long life.
 
 Reading a run's row:
 

@@ -387,3 +387,43 @@ def test_keeping_a_state_change_writes_nothing(tmp_path: Path) -> None:
     # seed 0 rests three times (each time with odds 1 - 1/(1+MAX_FAILS)**REST_POWER)
     assert [policy.observe(0.5) for _ in range(3)] == [False, False, False]
     assert path.read_bytes() == before
+
+
+def test_a_hopeless_mutant_is_reverted_early(tmp_path: Path) -> None:
+    path = tmp_path / "genome.bin"
+    original = genome_for(["polynomial.cubic"])
+    genetics.write_genome(path, original)
+    policy = genetics.Policy(path, None, random.Random(0), patience=8, owner="me")
+    assert [policy.observe(0.5) for _ in range(8)] == [False] * 7 + [True]
+    # Restarted on its mutant, which expresses a decoy: judged after EARLY_FEEDBACKS.
+    policy = genetics.Policy(path, None, random.Random(0), patience=8, owner="me")
+    hopeless = 0.5 - genetics.EARLY_DROP - 0.05
+    early = genetics.EARLY_FEEDBACKS
+    assert [policy.observe(hopeless) for _ in range(early)] == [False] * (early - 1) + [True]
+    reverted = _assert_valid(genetics.read_genome(path))
+    assert _flags(reverted) == _flags(original)
+    assert reverted["state"]["fails"] == 1
+
+
+def test_a_mutant_merely_worse_gets_its_full_trial(tmp_path: Path) -> None:
+    path = tmp_path / "genome.bin"
+    genetics.write_genome(path, genome_for(["polynomial.cubic"]))
+    policy = genetics.Policy(path, None, random.Random(0), patience=8, owner="me")
+    assert [policy.observe(0.5) for _ in range(8)][-1]
+    mutant = path.read_bytes()
+    policy = genetics.Policy(path, None, random.Random(0), patience=8, owner="me")
+    worse = 0.5 - genetics.EARLY_DROP + 0.05
+    assert [policy.observe(worse) for _ in range(8)] == [False] * 7 + [True]
+    assert path.read_bytes() != mutant  # reverted, but only at the end of its trial
+
+
+def test_early_judgement_is_for_own_trials_only(tmp_path: Path) -> None:
+    path = tmp_path / "genome.bin"
+    parent = genome_for(["polynomial.cubic"])
+    mutant = _assert_valid(genetics.mutate(_with_fails(parent, genetics.MAX_FAILS),
+                                           random.Random(1), 0.9, {}, owner="parent"))
+    genetics.write_genome(path, mutant)
+    before = path.read_bytes()
+    child = genetics.Policy(path, None, random.Random(0), patience=8, owner="child")
+    assert not any(child.observe(0.1) for _ in range(genetics.EARLY_FEEDBACKS))
+    assert path.read_bytes() == before
