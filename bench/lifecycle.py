@@ -45,7 +45,7 @@ Measures (``--only`` picks some, e.g. ``--only a,c``):
     agents are then SIGKILLed one by one while supervisord is stopped (SIGSTOP),
     then supervisord itself: its own shutdown stops programs a few per second.
 
-(c) supervision overhead: ``evolve -q life-cycle --interval 30`` (also set in
+(c) supervision overhead: ``evolve -q life-cycle --interval 40`` (also set in
     ``evolve.toml``), other settings at their defaults but ``population.size``,
     set to N (with the default, 100, selection would cull a larger workspace to
     100 at the first generation). Once ``status --json`` says every agent
@@ -53,9 +53,14 @@ Measures (``--only`` picks some, e.g. ``--only a,c``):
     core) and RSS of the orchestrator, of its fork server, and of its other
     helpers (pool workers, multiprocessing's fork server and resource
     tracker); ``hwm`` is the kernel's lifetime RSS peak (VmHWM). Baseline:
-    supervisord idling with the same N agents, same measure. Passes that fell
-    inside the window are counted: a pass (scan, tasks, save) costs far more
-    than the time between passes. The window opens just after the pass that
+    supervisord idling with the same N agents, same measure. The interval (40 s)
+    is longer than the window, so that the window lies between two passes, as
+    the target says; after it, the script waits for the next ``pass_done``
+    and counts every pass that overlapped the window (a pass is logged only
+    when it ends, so one under way at the window's end would otherwise be
+    missed, as happened with an interval of 30 s: ~0.4 s of a pass is ~1 % of
+    a core over 30 s): a pass (scan, tasks, save) costs far more than the
+    time between passes. The window opens just after the pass that
     saw every agent running, which also sent each one its tasks: the answers,
     feedback and mutations come in at its start; ``quiet %`` is the CPU from
     10 s into the window to the start of the next pass inside it (or the
@@ -154,7 +159,7 @@ POOL_WORKERS = 2
 FULL_REPEATS = 2
 IDLE_REPEATS = 3
 HELLO_TIMEOUT = 300.0
-CYCLE_INTERVAL = 30.0
+CYCLE_INTERVAL = 40.0
 RUNNING_POLL = 0.5
 RUNNING_TIMEOUT = 120.0
 SAMPLE_SECONDS = 30.0
@@ -1149,7 +1154,7 @@ def timed_runs(command: Sequence[str], runs: int) -> list[float]:
 
 
 def run_cycle(bench: Bench) -> CycleFigures:
-    """(c) and/or (d) on one ``life-cycle --interval 30``."""
+    """(c) and/or (d) on one ``life-cycle --interval 40``."""
     figures = CycleFigures(bench.count)
     log = bench.workspace.events_log
     label = "(c)" if "c" in bench.only else "(d)"
@@ -1171,8 +1176,15 @@ def run_cycle(bench: Bench) -> CycleFigures:
                 hwm["fork server"] = server.pid
             figures.sample = sample(cycle.roles, SAMPLE_SECONDS, hwm)
             cycle.check_alive()
+            window_end = figures.sample.start + figures.sample.wall
+            # A pass is logged when it ends: wait for the one after the window.
+            deadline = time.monotonic() + CYCLE_INTERVAL + 60.0
+            while (time.monotonic() < deadline
+                   and not [end for _, end in pass_spans(log, offset) if end > window_end]):
+                time.sleep(RUNNING_POLL)
             spans = pass_spans(log, offset)
-            figures.passes_in_window = len(spans)
+            figures.passes_in_window = len([1 for begin, end in spans
+                                            if begin < window_end and end > figures.sample.start])
             quiet_start = figures.sample.start + QUIET_SKIP
             quiet_end = min([begin for begin, _ in spans if begin > quiet_start],
                             default=figures.sample.start + figures.sample.wall)

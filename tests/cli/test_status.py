@@ -84,7 +84,8 @@ def test_quick_path_does_not_import_click(tmp_path: Path) -> None:
     probe = ("import sys; from evolve_ai.entry import run_status; "
              f"code = run_status({str(tmp_path)!r}, True); "
              "assert 'click' not in sys.modules, 'click imported'; "
-             "assert 'dataclasses' not in sys.modules, 'dataclasses imported'; sys.exit(code)")
+             "assert 'dataclasses' not in sys.modules, 'dataclasses imported'; "
+             "assert 'msgpack' not in sys.modules, 'msgpack imported'; sys.exit(code)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr

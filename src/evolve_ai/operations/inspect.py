@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
-
 from evolve_ai.services.registry import Registry
 from evolve_ai.services.workspace import Workspace
 
@@ -23,6 +21,8 @@ def status(workspace: Workspace) -> dict[str, Any]:
 
 
 def show(workspace: Workspace, agent_id: str) -> dict[str, Any]:
+    import msgpack  # here, not at the top: `evolve status` does without it (2.5 ms)
+
     _clean_if_idle(workspace)
     with Registry.open(workspace.db_path) as registry:
         agent = registry.find(agent_id)
