@@ -251,3 +251,28 @@ def test_above_max_running_agents_take_turns(tmp_path: Path) -> None:
         stop(proc)
     assert most <= 2, f"{most} agents ran at once with max_running = 2"
     assert agent_processes(root) == []
+
+
+def test_births_get_a_turn_before_founders_that_never_ran(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path, {}, 10)
+    configure(root, "[lifecycle]\nmax_running = 2\nturn_passes = 1\n"
+                    "[selection]\nstrategy = 'truncation'\nevery = 2\nelite = 0\n"
+                    "min_evaluations = 1\n")
+    proc = start(root)
+    try:
+        def a_birth_started() -> bool:
+            born = {e["agent"] for e in events(root) if e["event"] == "born"}
+            return any(e["event"] == "started" and e["agent"] in born for e in events(root))
+
+        wait_until(a_birth_started, 60, "a born agent started")
+    finally:
+        stop(proc)
+    log = events(root)
+    first_birth = next(i for i, e in enumerate(log) if e["event"] == "born")
+    born = {e["agent"] for e in log if e["event"] == "born"}
+    ran_before = {e["agent"] for e in log[:first_birth] if e["event"] == "started"}
+    starts_after = [e["agent"] for e in log[first_birth:] if e["event"] == "started"]
+    founders_waiting = {p.name for p in (root / "agents").iterdir()} - born - ran_before
+    assert founders_waiting, "every founder ran before the first birth: nothing to compare"
+    first_new = next(agent for agent in starts_after if agent not in ran_before)
+    assert first_new in born, "a founder that never ran went before the newborn"

@@ -277,7 +277,12 @@ class LifeManager:
         alive = len(sup.alive())
         waiting = [a for a in active if a.id not in sup.agents or (
             sup.agents[a.id].pid is None and sup.ready_to_restart(a.id, now))]
-        waiting.sort(key=lambda a: sup.agents[a.id].last_ran if a.id in sup.agents else 0.0)
+        # Longest waiting first; among those that never ran, the newest first: births
+        # carry the genomes selection chose, and behind 10,000 founders taking turns
+        # they would wait a hundred passes before anyone measured them.
+        newness = {agent_id: index for index, agent_id in enumerate(self.agents)}
+        waiting.sort(key=lambda a: (sup.agents[a.id].last_ran if a.id in sup.agents else 0.0,
+                                    -newness[a.id]))
         for agent in waiting:
             if alive >= limit:
                 break
@@ -296,8 +301,10 @@ class LifeManager:
         running = sup.running()
         for agent_id in running:
             sup.agents[agent_id].turns += 1
+        # turns counts this pass too, whose tasks it will not get: ">" leaves it
+        # turn_passes passes of tasks (with turn_passes 1, ">=" left it none).
         due = sorted((agent_id for agent_id in running
-                      if sup.agents[agent_id].turns >= turn_passes),
+                      if sup.agents[agent_id].turns > turn_passes),
                      key=lambda agent_id: -sup.agents[agent_id].turns)
         for agent_id in due[:-(-limit // turn_passes)]:
             sup.stop(agent_id, "turn", now)
