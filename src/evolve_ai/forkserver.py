@@ -403,10 +403,10 @@ class Server:
         return True
 
     def spawn(self, request: bytes, fds: list[int], max_pids: int | None) -> None:
-        group, procs = None, None
+        group: tuple[str, int] | None = None  # its name and its cgroup.procs fd
         if self.groups is not None and max_pids is not None:
             try:
-                group, procs = self.groups.prepare(max_pids)
+                group = self.groups.prepare(max_pids)
             except OSError as error:
                 _close_all(fds)
                 self.reply(("error", f"cannot make the agent's pids cgroup: {error}"))
@@ -415,18 +415,19 @@ class Server:
             pid = os.fork()
         except OSError as error:
             _close_all(fds)
-            if group is not None and procs is not None:
-                os.close(procs)
-                self.release(group)
+            if group is not None:
+                os.close(group[1])
+                self.release(group[0])
             self.reply(("error", f"fork failed: {error.strerror}"))
             return
         if pid == 0:
             self.forget_in_child()
-            become_agent(request, fds, self.pid, self.sandboxed, self.settled, procs)
+            become_agent(request, fds, self.pid, self.sandboxed, self.settled,
+                         None if group is None else group[1])
         _close_all(fds)  # only the agent may hold its pipe ends
-        if group is not None and procs is not None:
-            os.close(procs)
-            self.group_of[pid] = group
+        if group is not None:
+            os.close(group[1])
+            self.group_of[pid] = group[0]
         self.children.add(pid)
         self.reply(("ok", pid))
 

@@ -352,14 +352,20 @@ def test_a_revert_counts_a_fruitless_trial(genome_file: Path) -> None:
     assert reverted["state"]["fails"] == 1
 
 
-def test_a_parents_trial_is_not_the_childs(tmp_path: Path) -> None:
-    """A child inherits its parent's genome, pending trial included: it measures it, never
-    reverts it on the strength of the parent's baseline."""
-    path = tmp_path / "genome.bin"
+def _parents_pending_mutant(path: Path) -> Genome:
+    """A genome whose trial (baseline 0.9) its parent started, written at ``path``."""
     parent = genome_for(["polynomial.cubic"])
     mutant = _assert_valid(genetics.mutate(_with_fails(parent, genetics.MAX_FAILS),
                                            random.Random(1), 0.9, {}, owner="parent"))
     genetics.write_genome(path, mutant)
+    return mutant
+
+
+def test_a_parents_trial_is_not_the_childs(tmp_path: Path) -> None:
+    """A child inherits its parent's genome, pending trial included: it measures it, never
+    reverts it on the strength of the parent's baseline."""
+    path = tmp_path / "genome.bin"
+    mutant = _parents_pending_mutant(path)
     written = path.read_bytes()
     kept = 0
     for seed in range(50):
@@ -419,10 +425,7 @@ def test_a_mutant_merely_worse_gets_its_full_trial(tmp_path: Path) -> None:
 
 def test_early_judgement_is_for_own_trials_only(tmp_path: Path) -> None:
     path = tmp_path / "genome.bin"
-    parent = genome_for(["polynomial.cubic"])
-    mutant = _assert_valid(genetics.mutate(_with_fails(parent, genetics.MAX_FAILS),
-                                           random.Random(1), 0.9, {}, owner="parent"))
-    genetics.write_genome(path, mutant)
+    _parents_pending_mutant(path)
     before = path.read_bytes()
     child = genetics.Policy(path, None, random.Random(0), patience=8, owner="child")
     assert not any(child.observe(0.1) for _ in range(genetics.EARLY_FEEDBACKS))

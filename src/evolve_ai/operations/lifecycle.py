@@ -277,12 +277,12 @@ class LifeManager:
         alive = len(sup.alive())
         waiting = [a for a in active if a.id not in sup.agents or (
             sup.agents[a.id].pid is None and sup.ready_to_restart(a.id, now))]
-        # Longest waiting first; among those that never ran, the newest first: births
-        # carry the genomes selection chose, and behind 10,000 founders taking turns
-        # they would wait a hundred passes before anyone measured them.
-        newness = {agent_id: index for index, agent_id in enumerate(self.agents)}
-        waiting.sort(key=lambda a: (sup.agents[a.id].last_ran if a.id in sup.agents else 0.0,
-                                    -newness[a.id]))
+        # Longest waiting first; among those that never ran, the newest first (agents
+        # are in birth order, and the sort is stable): births carry the genomes
+        # selection chose, and behind 10,000 founders taking turns they would wait a
+        # hundred passes before anyone measured them.
+        waiting.reverse()
+        waiting.sort(key=lambda a: sup.agents[a.id].last_ran if a.id in sup.agents else 0.0)
         for agent in waiting:
             if alive >= limit:
                 break
