@@ -18,7 +18,7 @@ inside the temporary directory.
 Measures (``--only`` picks some, e.g. ``--only a,c``):
 
 (a) scan cost. ``evolve_ai.workers.scan.scan_chunk`` called in this process
-    the way ``LifeManager._scan`` calls it: a *full* pass (no previous stats:
+    the way the scanner stage calls it: a *full* pass (no previous stats:
     every file rehashed, genome decoded, wiring checked, modules compiled into
     ``workspace/pycache``) then an *idle* pass (the stats the full pass
     returned: nothing changed, stat only). Once on one core, once through a
@@ -30,7 +30,7 @@ Measures (``--only`` picks some, e.g. ``--only a,c``):
 
 (b) time to hello: from nothing to every agent having printed its ``hello``
     line. (1) evolve's ``Launcher`` (fork server start included, then one
-    ``spawn`` per agent with the spec ``LifeManager._spec`` builds, then a
+    ``spawn`` per agent with the spec ``launch_spec`` builds, then a
     selectors loop on the stdout pipes); (2) a bare ``subprocess.Popen`` of
     ``python -m agent.main`` per agent, same wait; (3) ``supervisord`` with
     one ``[program:]`` per agent, until every stdout log holds ``"hello"``.
@@ -133,17 +133,16 @@ from types import FrameType
 from typing import Any
 
 import psutil
-import tomlkit
-from tomlkit.items import Table
 
 from evolve_ai.environments import Environment, Settings, load_environment
-from evolve_ai.operations.lifecycle import LifeManager, RunOptions
+from evolve_ai.operations.scheduler import launch_spec
 from evolve_ai.services import config as config_service
 from evolve_ai.services import template as template_service
 from evolve_ai.services.config import Config
-from evolve_ai.services.launcher import Launched, Launcher
+from evolve_ai.services.forkserver_launcher import ForkServerLauncher
+from evolve_ai.services.launcher import Launched
 from evolve_ai.services.workspace import Workspace
-from evolve_ai.testing import evolve_command
+from evolve_ai.testing import evolve_command, set_config
 from evolve_ai.workers.scan import ScanContext, ScanInput, ScanResult, scan_chunk
 
 if __package__ in (None, ""):  # run as a script: make `bench` importable
@@ -283,7 +282,7 @@ class Reaper:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.popens: list[subprocess.Popen[bytes]] = []
-        self.launchers: list[Launcher] = []
+        self.launchers: list[ForkServerLauncher] = []
 
     def track(self, process: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
         self.popens.append(process)
@@ -345,7 +344,7 @@ class Bench:
 
     @property
     def pycache(self) -> Path:
-        return self.workspace.state_dir / "pycache"
+        return self.workspace.pycache_dir
 
     def agent_dir(self, agent_id: str) -> Path:
         return self.workspace.agent_dir(agent_id)
@@ -372,29 +371,18 @@ def configure(bench: Bench) -> None:
     """evolve.toml, formatting kept: ``[lifecycle] interval = 30``, ``[population] size = N``
     (and ``max_running`` >= N): the rest stays at its defaults."""
     path = bench.workspace.config_path
-    document = tomlkit.parse(path.read_text(encoding="utf-8"))
-    lifecycle = _table(document, "lifecycle")
-    lifecycle["interval"] = CYCLE_INTERVAL
-    current = lifecycle.get("max_running")
-    if isinstance(current, int) and current < bench.count:
-        lifecycle["max_running"] = bench.count  # otherwise agents take turns: never all running
     # Selection keeps population.size agents: with the default (100) a larger workspace
     # would be culled to 100 at the first generation.
-    _table(document, "population")["size"] = bench.count
-    path.write_text(tomlkit.dumps(document), encoding="utf-8")
+    values: dict[str, object] = {"lifecycle.interval": CYCLE_INTERVAL,
+                                 "population.size": bench.count}
+    if config_service.load(path).lifecycle.max_running < bench.count:
+        values["lifecycle.max_running"] = bench.count  # else agents take turns: never all run
+    set_config(bench.workspace.root, values)
     bench.config = config_service.load(path)
 
 
-def _table(document: tomlkit.TOMLDocument, name: str) -> Table:
-    table = document.get(name)
-    if not isinstance(table, Table):
-        table = tomlkit.table()
-        document[name] = table
-    return table
-
-
 def scan_inputs(bench: Bench) -> list[ScanInput]:
-    """What ``LifeManager._scan`` hands the workers on its first pass (no stats yet)."""
+    """What the scanner stage hands the workers on its first pass (no stats yet)."""
     with contextlib.closing(read_only(bench.workspace.db_path)) as db:
         rows = db.execute("SELECT id, genome_hash, code_hash FROM agents "
                           "WHERE status = 'active' ORDER BY id").fetchall()
@@ -437,7 +425,7 @@ class ScanRow:
 
 
 def as_idle(results: list[ScanResult], bench: Bench) -> list[ScanInput]:
-    """The next pass's inputs, as ``LifeManager`` builds them from the last results."""
+    """The next pass's inputs, as the scanner stage builds them from the last results."""
     return [ScanInput(r.agent_id, str(bench.agent_dir(r.agent_id)), r.genome_hash,
                       r.code_hash, r.stats) for r in results]
 
@@ -471,7 +459,7 @@ def measure_scan(bench: Bench) -> list[ScanRow]:
     bench.pycache_ready = True
     note(f"(a) scan passes on a pool of {POOL_WORKERS}")
     # spawn: nothing of this process leaks into the workers, and nothing outlives the pool.
-    # Per-chunk costs (pickling both ways, the scan) are those of LifeManager's forkserver pool.
+    # Per-chunk costs (pickling both ways, the scan) are those of the life cycle's forkserver pool.
     pool = ProcessPoolExecutor(max_workers=POOL_WORKERS,
                                mp_context=multiprocessing.get_context("spawn"))
     try:
@@ -554,14 +542,14 @@ def wait_for_hellos(fds: dict[int, str], logs: Path, timeout: float) -> None:
         selector.close()
 
 
-def agent_env(bench: Bench, manager: LifeManager, agent_id: str) -> dict[str, str]:
+def agent_env(bench: Bench, agent_id: str) -> dict[str, str]:
     """The environment the launcher gives this agent (bytecode writing off, as there).
 
     Not the launcher's pycache: PYTHONPYCACHEPREFIX would redirect the standard
     library's bytecode too, and a bare interpreter would recompile it at every
     start (about 6x slower); so here the agent's own modules compile at start.
     """
-    return dict(manager._spec(agent_id, bench.agent_dir(agent_id)).env)
+    return dict(launch_spec(bench.workspace, bench.config, agent_id).env)
 
 
 @dataclass(slots=True)
@@ -581,8 +569,7 @@ def run_launcher(bench: Bench) -> LauncherRun:
     logs = bench.base / "launcher"
     logs.mkdir()
     run = LauncherRun()
-    manager = LifeManager(bench.workspace, bench.config, RunOptions())
-    launcher = Launcher()
+    launcher = ForkServerLauncher()
     bench.reaper.launchers.append(launcher)
     launched: list[Launched] = []
     try:
@@ -594,8 +581,8 @@ def run_launcher(bench: Bench) -> LauncherRun:
             fd = os.open(logs / f"{agent_id}.err",
                          os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             try:
-                launched.append(launcher.spawn(manager._spec(agent_id, bench.agent_dir(agent_id)),
-                                               fd))
+                launched.append(launcher.spawn(launch_spec(bench.workspace, bench.config,
+                                                           agent_id), fd))
             finally:
                 os.close(fd)
         run.spawn_seconds = time.perf_counter() - started - run.server_seconds
@@ -618,7 +605,6 @@ def run_launcher(bench: Bench) -> LauncherRun:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         launcher.close()
-        manager.supervisor.close()
         bench.reaper.launchers.remove(launcher)
     left = wait_gone(processes, 10.0)
     if left:
@@ -675,7 +661,7 @@ def drive_tasks(agents: Sequence[Launched], environment: Environment,
         selector.close()
 
 
-def launcher_exit_delays(launcher: Launcher, agents: Sequence[Launched]) -> list[float]:
+def launcher_exit_delays(launcher: ForkServerLauncher, agents: Sequence[Launched]) -> list[float]:
     """ms from SIGKILL to the launcher's exit report, for KILLS agents, one at a time."""
     victims = random.Random(2).sample(list(agents), min(KILLS, len(agents)))
     selector = selectors.DefaultSelector()
@@ -701,11 +687,7 @@ def launcher_exit_delays(launcher: Launcher, agents: Sequence[Launched]) -> list
 
 def agent_envs(bench: Bench) -> dict[str, dict[str, str]]:
     """Each agent's environment exactly as the life cycle would launch it."""
-    manager = LifeManager(bench.workspace, bench.config, RunOptions())
-    try:
-        return {agent_id: agent_env(bench, manager, agent_id) for agent_id in bench.ids}
-    finally:
-        manager.supervisor.close()
+    return {agent_id: agent_env(bench, agent_id) for agent_id in bench.ids}
 
 
 def run_popen(bench: Bench) -> float:

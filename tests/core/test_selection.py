@@ -7,12 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evolve_ai.core.selection import Individual, Params, decide, none_strategy
-from evolve_ai.core.selection.registry import BUILTIN
+from evolve_ai.core.selection.builtins import BUILTIN, load_strategy
 
 
-def ind(name: str, fitness: float | None, evaluations: int = 20, runnable: bool = True,
+def ind(name: str, fitness: float | None, measured: int = 20, runnable: bool = True,
         idle: int = 0, energy: float = 1.0) -> Individual:
-    return Individual(name, fitness, evaluations, runnable, idle, energy)
+    return Individual(name, fitness, measured, runnable, idle, energy)
 
 
 @st.composite
@@ -30,7 +30,7 @@ def populations(draw: st.DrawFn) -> list[Individual]:
 def test_every_strategy_keeps_the_rules(population: list[Individual], name: str, size: int,
                                         elite: int, rng: random.Random) -> None:
     params = Params(population_size=size, elite=elite)
-    decision = decide(BUILTIN[name], population, params, rng)
+    decision = decide(load_strategy(name), population, params, rng)
     ids = {i.id for i in population}
     assert set(decision.deaths) <= ids
     assert len(set(decision.deaths)) == len(decision.deaths)
@@ -38,7 +38,7 @@ def test_every_strategy_keeps_the_rules(population: list[Individual], name: str,
     survivors = [i for i in population if i.id not in dead]
 
     def unmeasured(i: Individual) -> bool:
-        return i.runnable and (i.fitness is None or i.evaluations < params.min_evaluations)
+        return i.runnable and (i.fitness is None or i.measured < params.min_evaluations)
 
     for individual in population:
         if unmeasured(individual):
@@ -63,7 +63,8 @@ def test_every_strategy_keeps_the_rules(population: list[Individual], name: str,
 
 def test_same_seed_same_decision() -> None:
     population = [ind(f"a{i}", i / 10) for i in range(10)]
-    for name, strategy in BUILTIN.items():
+    for name in BUILTIN:
+        strategy = load_strategy(name)
         params = Params(population_size=10)
         first = decide(strategy, population, params, random.Random(3))
         again = decide(strategy, list(reversed(population)), params, random.Random(3))
@@ -72,7 +73,7 @@ def test_same_seed_same_decision() -> None:
 
 def test_truncation_kills_the_worst_half() -> None:
     population = [ind(f"a{i}", i / 10) for i in range(10)]
-    decision = decide(BUILTIN["truncation"], population, Params(population_size=10),
+    decision = decide(load_strategy("truncation"), population, Params(population_size=10),
                       random.Random(0))
     assert sorted(decision.deaths) == [f"a{i}" for i in range(5)]
     assert len(decision.parents) == 5
@@ -80,8 +81,8 @@ def test_truncation_kills_the_worst_half() -> None:
 
 
 def test_threshold_and_protection() -> None:
-    population = [ind("low", 0.1), ind("young", 0.0, evaluations=2), ind("high", 0.9)]
-    decision = decide(BUILTIN["threshold"], population, Params(population_size=3, elite=0),
+    population = [ind("low", 0.1), ind("young", 0.0, measured=2), ind("high", 0.9)]
+    decision = decide(load_strategy("threshold"), population, Params(population_size=3, elite=0),
                       random.Random(0))
     assert decision.deaths == ("low",)
 
@@ -89,7 +90,7 @@ def test_threshold_and_protection() -> None:
 def test_energy_accumulates_and_starves() -> None:
     population = [ind("rich", 0.0, energy=2.0), ind("poor", 0.1, energy=0.1),
                   ind("good", 0.9, energy=1.0)]
-    decision = decide(BUILTIN["energy"], population, Params(population_size=3, elite=0,
+    decision = decide(load_strategy("energy"), population, Params(population_size=3, elite=0,
                                                            metabolism=0.25), random.Random(0))
     assert decision.deaths == ("poor",)
     levels = dict(decision.energies)
@@ -102,7 +103,7 @@ def test_spent_agents_die_after_their_grace() -> None:
                   ind("old", None, runnable=False, idle=1)]
     control = decide(none_strategy, population, Params(population_size=3), random.Random(0))
     assert control.deaths == () and control.parents == ()
-    refilled = decide(BUILTIN["truncation"], population, Params(population_size=3, elite=1),
+    refilled = decide(load_strategy("truncation"), population, Params(population_size=3, elite=1),
                       random.Random(0))
     assert "old" in refilled.deaths and "broken" not in refilled.deaths
     assert set(refilled.parents) <= {"ok"}
@@ -110,10 +111,10 @@ def test_spent_agents_die_after_their_grace() -> None:
 
 def test_a_fresh_variant_is_spared_but_never_copied() -> None:
     """An agent that has just mutated keeps its old fitness nowhere: it is unmeasured."""
-    population = [ind("fresh", 0.9, evaluations=0), ind("unscored", None, evaluations=30),
+    population = [ind("fresh", 0.9, measured=0), ind("unscored", None, measured=30),
                   ind("good", 0.6), ind("bad", 0.1), ind("worse", 0.05)]
     for name in ("truncation", "tournament", "threshold"):
-        decision = decide(BUILTIN[name], population, Params(population_size=5, elite=0),
+        decision = decide(load_strategy(name), population, Params(population_size=5, elite=0),
                           random.Random(0))
         assert "fresh" not in decision.deaths and "unscored" not in decision.deaths, name
         assert not {"fresh", "unscored"} & set(decision.parents), name
@@ -121,16 +122,16 @@ def test_a_fresh_variant_is_spared_but_never_copied() -> None:
 
 
 def test_elite_is_chosen_among_measured_variants() -> None:
-    population = [ind("lucky", 1.0, evaluations=2), ind("best", 0.7), ind("rest", 0.2)]
-    decision = decide(BUILTIN["threshold"], population,
+    population = [ind("lucky", 1.0, measured=2), ind("best", 0.7), ind("rest", 0.2)]
+    decision = decide(load_strategy("threshold"), population,
                       Params(population_size=3, elite=1, threshold=0.75), random.Random(0))
     assert decision.deaths == ("rest",)  # "best" is the elite, "lucky" only protected
 
 
 def test_no_birth_without_a_measured_survivor() -> None:
-    population = [ind("a", None, evaluations=0), ind("b", 0.5, evaluations=1)]
-    decision = decide(BUILTIN["truncation"], population, Params(population_size=6),
+    population = [ind("a", None, measured=0), ind("b", 0.5, measured=1)]
+    decision = decide(load_strategy("truncation"), population, Params(population_size=6),
                       random.Random(0))
-    assert decision == decide(BUILTIN["truncation"], population, Params(population_size=6),
+    assert decision == decide(load_strategy("truncation"), population, Params(population_size=6),
                               random.Random(1))
     assert decision.deaths == () and decision.parents == ()

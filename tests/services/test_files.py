@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from evolve_ai.services.files import atomic_write, sync_filesystem, write_if_changed
+from evolve_ai.services.files import atomic_write, sync_filesystem
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -14,16 +14,6 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
     atomic_write(target, b"two")
     assert target.read_bytes() == b"two"
     assert [p.name for p in tmp_path.iterdir()] == ["genome.bin"]
-
-
-def test_write_if_changed_skips_identical_content(tmp_path: Path) -> None:
-    target = tmp_path / "main.py"
-    assert write_if_changed(target, b"x = 1\n") is True
-    inode = target.stat().st_ino
-    assert write_if_changed(target, b"x = 1\n") is False
-    assert target.stat().st_ino == inode  # untouched: not even renamed over
-    assert write_if_changed(target, b"x = 2\n") is True
-    assert target.read_bytes() == b"x = 2\n"
 
 
 def test_a_writer_killed_mid_write_leaves_the_old_content(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     logs.configure(0, "json")
     logs.attach_file(tmp_path / "evolve.jsonl")
     yield tmp_path
-    logs.detach_file()
+    logs.configure(0, "console")  # closes the file
 
 
 def seen(directory: Path) -> list[str]:

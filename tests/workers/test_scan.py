@@ -58,11 +58,14 @@ def all_on(catalogue: Catalogue) -> dict[str, object]:
 def test_first_scan_then_idle_scan(setup: tuple[Workspace, Catalogue, Path],
                                    tmp_path: Path) -> None:
     _, catalogue, agent = setup
+    wiring_before = (agent / MAIN_PATH).stat()
     first = scan(catalogue, agent, prefix=tmp_path / "pycache")
     assert first.outcome == "ok", first.reason
     assert first.rehashed >= 5
     assert first.metrics is not None
-    assert not first.wiring_written  # init wrote exactly what the genome says
+    wiring_after = (agent / MAIN_PATH).stat()  # init wrote exactly what the genome says:
+    assert (wiring_after.st_ino, wiring_after.st_mtime_ns) == (wiring_before.st_ino,
+                                                               wiring_before.st_mtime_ns)
     for path in ("src/agent/runtime.py", MAIN_PATH):
         assert Path(pyc_path(str(tmp_path / "pycache"), str(agent / path))).is_file()
     idle = scan(catalogue, agent, first)
@@ -82,7 +85,6 @@ def test_a_new_genome_is_validated_synced_and_hashed(setup: tuple[Workspace, Cat
     changed = scan(catalogue, agent, first)
     assert changed.outcome == "ok"
     assert changed.genome_changed and changed.code_changed
-    assert changed.wiring_written
     assert changed.genome is not None
     assert g.decode(changed.genome, catalogue).mutations == 1
     assert (agent / "genome.bin").read_bytes() == before  # never rewritten by the scan
@@ -100,7 +102,6 @@ def test_edited_wiring_is_put_back(setup: tuple[Workspace, Catalogue, Path]) -> 
     (agent / MAIN_PATH).write_text("import os\nos.system('rm -rf /')\n")
     result = scan(catalogue, agent, first)
     assert result.outcome == "ok"
-    assert result.wiring_written
     assert (agent / MAIN_PATH).read_bytes() == original
     assert result.code_hash == first.code_hash
 

@@ -62,14 +62,6 @@ class Catalogue:
     manifest: tuple[tuple[str, str], ...]  # (path, digest) of every business file, sorted
     fingerprint: str  # digest over the manifest and the template's other files
 
-    def module(self, path: str) -> ModuleEntry | None:
-        """The evolvable module at ``path``, if any."""
-        return self._by_path().get(path)
-
-    def _by_path(self) -> dict[str, ModuleEntry]:
-        # A tuple scan is fine for tens of modules; validation calls this per file.
-        return {entry.path: entry for entry in self.files}
-
     @property
     def gene_count(self) -> int:
         return sum(len(entry.functions) for entry in self.files)

@@ -21,7 +21,6 @@ from typing import Any
 import msgpack
 
 from evolve_ai.core.catalogue import Catalogue, ModuleEntry
-from evolve_ai.core.fingerprint import hash_bytes
 from evolve_ai.errors import GenomeError
 
 SCHEMA = 1
@@ -42,9 +41,6 @@ class FileGene:
     active: bool
     functions: tuple[tuple[str, bool], ...]  # sorted by name
 
-    def flag(self, name: str) -> bool:
-        return dict(self.functions).get(name, False)
-
 
 @dataclass(frozen=True, slots=True)
 class Genome:
@@ -53,12 +49,6 @@ class Genome:
     files: tuple[FileGene, ...]
     mutations: int = 0
     state: Mapping[str, Any] = field(default_factory=dict)
-
-    def gene(self, path: str) -> FileGene | None:
-        for file_gene in self.files:
-            if file_gene.path == path:
-                return file_gene
-        return None
 
     def expressed(self, catalogue: Catalogue) -> tuple[tuple[ModuleEntry, tuple[str, ...]], ...]:
         """Active modules with their expressed functions, in catalogue order.
@@ -93,10 +83,6 @@ def encode(genome: Genome) -> bytes:
     """Canonical bytes: the same genome always encodes to the same bytes."""
     data: bytes = msgpack.packb(genome.to_plain(), use_bin_type=True)
     return data
-
-
-def genome_hash(genome: Genome) -> str:
-    return hash_bytes(encode(genome))
 
 
 def decode(data: bytes, catalogue: Catalogue) -> Genome:
@@ -237,3 +223,26 @@ def random_genome(
         for entry in catalogue.files
     )
     return Genome(files=files)
+
+
+def expression(genome: Genome | None, catalogue: Catalogue) -> set[str]:
+    """The expressed genes: "path" for each active file, "path:function" for functions."""
+    if genome is None:
+        return set()
+    expressed: set[str] = set()
+    for entry, names in genome.expressed(catalogue):
+        expressed.add(entry.path)
+        expressed.update(f"{entry.path}:{name}" for name in names)
+    return expressed
+
+
+def changed_genes(old: bytes | None, new: bytes, catalogue: Catalogue) -> list[str]:
+    """Genes whose expression differs between two encoded genomes (``new`` must be valid)."""
+    new_genome = decode(new, catalogue)
+    try:
+        old_genome = decode(old, catalogue) if old is not None else None
+    except GenomeError:
+        old_genome = None
+    before = expression(old_genome, catalogue)
+    after = expression(new_genome, catalogue)
+    return sorted(gene for gene in before | after if (gene in before) != (gene in after))

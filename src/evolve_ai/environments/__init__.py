@@ -43,11 +43,17 @@ class Environment(Protocol):
         """Fitness in [0, 1] from an agent's recent scores and its expressed gene count."""
 
 
-def load_environment(name: str, settings: Settings) -> Environment:
-    if name == "sequences":
-        from evolve_ai.environments.sequences import SequencesEnvironment
+GROUP = "evolve_ai.environments"  # entry-point group of plug-in environments
 
-        return SequencesEnvironment(settings)
-    factory = load_plugin(name, "evolve_ai.environments", "environment")
+# The built-in environments by name (listed once: config validation derives from it),
+# each a factory called with the settings, named so that listing imports none.
+BUILTIN: dict[str, str] = {
+    "sequences": "evolve_ai.environments.sequences:SequencesEnvironment",
+}
+
+
+def load_environment(name: str, settings: Settings) -> Environment:
+    """A built-in by name, else a plug-in (``module:attr`` or an entry point of GROUP)."""
+    factory = load_plugin(BUILTIN.get(name, name), GROUP, "environment")
     environment: Environment = factory(settings)
     return environment

@@ -1,20 +1,17 @@
 """``initiate_project()``: add N agents to a workspace, creating the workspace if needed.
 
 Agents are built on a process pool into ``workspace/staging/``, flushed to disk
-with one barrier, moved into ``agents/``, and only then listed in the registry
+with one barrier, moved into ``agents/``, and only then listed in the store
 in one transaction. A kill at any point leaves no half-made agent listed; the
 debris is removed by the next command that takes the lock.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,24 +19,17 @@ from pathlib import Path
 from evolve_ai.core import genome as genome_codec
 from evolve_ai.core.catalogue import Catalogue
 from evolve_ai.core.fingerprint import hash_bytes
-from evolve_ai.core.records import AgentRecord, Event
+from evolve_ai.core.records import Event
 from evolve_ai.errors import EvolveError, TemplateError
 from evolve_ai.operations import MAX_AGENTS_PER_INIT
+from evolve_ai.operations.making import Made, Progress, Template, make_agents
 from evolve_ai.services import config as config_service
 from evolve_ai.services import logs
 from evolve_ai.services import template as template_service
-from evolve_ai.services.files import atomic_write, fsync_dir, sync_filesystem
-from evolve_ai.services.registry import Registry
+from evolve_ai.services.files import atomic_write
+from evolve_ai.services.store import Store
 from evolve_ai.services.workspace import Workspace
-from evolve_ai.workers.build import (
-    BuildRequest,
-    BuiltAgent,
-    build_chunk,
-    prepare,
-    worker_init,
-)
-
-Progress = Callable[[int], None]
+from evolve_ai.workers.build import BuildRequest, BuiltAgent
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,18 +66,23 @@ def initiate_project(
         if not workspace.template_dir.exists():
             template_service.install(files, workspace.template_dir)
         template_service.publish_catalogue(catalogue, workspace.commons_dir)
-        with Registry.open(workspace.db_path, create=True) as registry:
-            removed = workspace.clean_debris(registry.living_ids())
+        with Store.open(workspace.db_path, create=True) as store:
+            removed = workspace.clean_debris(store.living_ids())
             if removed:
                 log.info("debris_removed", entries=removed)
-            requests = _requests(catalogue, count, seed, registry.agents_ever())
-            staging, built = _build_all(workspace, files, catalogue, requests,
-                                        workers or config.workers, config.lifecycle.chunk_size,
-                                        progress)
-            records, events = _records(built, registry.generation())
-            _move_into_place(workspace, staging, built)
-            registry.add_agents(records, [(r.genome_hash, r.genome) for r in requests], events)
-            total = len(registry.living_ids())
+            requests = _requests(catalogue, count, seed, store.agents_ever())
+            made = make_agents(workspace, Template(files, catalogue),
+                               [BuildRequest(r.agent_id, r.genome) for r in requests],
+                               label="init", generation=store.generation(),
+                               workers=workers or config.workers,
+                               chunk_size=config.lifecycle.chunk_size, progress=progress)
+            if made.failed:  # random genomes of this very template: a bug, never expected
+                raise EvolveError(f"agent {made.failed[0].agent_id} could not be built: "
+                                  f"{made.failed[0].reason}")
+            events = _events(made)
+            store.add_agents(made.rows, [(r.genome_hash, r.genome) for r in requests], events)
+            total = len(store.living_ids())
+        built = list(made.built)
         _append_init_log(workspace, built)
         for event in events:
             log.info(event.kind, agent=event.agent, **dict(event.data))
@@ -139,84 +134,14 @@ def _requests(catalogue: Catalogue, count: int, seed: int | None, offset: int) -
     return requests
 
 
-def _build_all(
-    workspace: Workspace,
-    files: dict[str, bytes],
-    catalogue: Catalogue,
-    requests: list[_Request],
-    workers: int,
-    chunk_size: int,
-    progress: Progress | None,
-) -> tuple[Path, list[BuiltAgent]]:
-    staging = workspace.staging_dir / f"init-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    chunks = [
-        [BuildRequest(r.agent_id, r.genome) for r in requests[i : i + chunk_size]]
-        for i in range(0, len(requests), chunk_size)
-    ]
-    built: list[BuiltAgent] = []
-    for done in _run_chunks(files, catalogue, str(staging), chunks, workers):
-        built.extend(done)
-        if progress is not None:
-            progress(len(done))
-    sync_filesystem(staging)
-    order = {r.agent_id: i for i, r in enumerate(requests)}
-    built.sort(key=lambda b: order[b.agent_id])
-    return staging, built
-
-
-def _run_chunks(
-    files: dict[str, bytes],
-    catalogue: Catalogue,
-    staging: str,
-    chunks: list[list[BuildRequest]],
-    workers: int,
-) -> Iterator[list[BuiltAgent]]:
-    if workers <= 1 or len(chunks) == 1:
-        prepare(files, catalogue)
-        for chunk in chunks:
-            yield build_chunk(staging, chunk)
-        return
-    # fork: the pool starts in milliseconds and inherits nothing it can misuse
-    # (the registry is opened but never touched by workers).
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context,
-                             initializer=worker_init, initargs=(files, catalogue)) as pool:
-        futures: list[Future[list[BuiltAgent]]] = [
-            pool.submit(build_chunk, staging, chunk) for chunk in chunks
-        ]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-
-
-def _records(built: list[BuiltAgent], generation: int) -> tuple[list[AgentRecord], list[Event]]:
+def _events(made: Made) -> list[Event]:
     now = time.time()
-    records = [
-        AgentRecord(id=b.agent_id, status="active", generation=generation, parent=None,
-                    genome_hash=b.genome_hash, code_hash=b.code_hash, created=now,
-                    active_files=b.active_files, active_functions=b.active_functions)
-        for b in built
-    ]
-    events = [
+    return [
         Event(kind="created", time=now, agent=b.agent_id,
               data=(("genome_hash", b.genome_hash), ("code_hash", b.code_hash),
                     ("active_files", b.active_files), ("active_functions", b.active_functions)))
-        for b in built
+        for b in made.built
     ]
-    return records, events
-
-
-def _move_into_place(workspace: Workspace, staging: Path, built: list[BuiltAgent]) -> None:
-    """Rename each finished agent into ``agents/``; durable before it is listed."""
-    for agent in built:
-        os.rename(staging / agent.agent_id, workspace.agent_dir(agent.agent_id))
-    fsync_dir(workspace.agents_dir)
-    staging.rmdir()
 
 
 def _append_init_log(workspace: Workspace, built: list[BuiltAgent]) -> None:

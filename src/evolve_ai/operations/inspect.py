@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from evolve_ai.services.registry import Registry
+from evolve_ai.services.store import Store
 from evolve_ai.services.workspace import Workspace
 
 
 def status(workspace: Workspace) -> dict[str, Any]:
     _clean_if_idle(workspace)
-    with Registry.open(workspace.db_path) as registry:
+    with Store.open(workspace.db_path) as store:
         return {
             "root": str(workspace.root),
-            "generation": registry.generation(),
-            "counts": registry.counts(),
-            "fitness": registry.fitness_summary(),
-            "history": registry.history(),
+            "generation": store.generation(),
+            "counts": store.counts(),
+            "fitness": store.fitness_summary(),
+            "history": [row._asdict() for row in store.history()],
         }
 
 
@@ -24,23 +24,23 @@ def show(workspace: Workspace, agent_id: str) -> dict[str, Any]:
     import msgpack  # here, not at the top: `evolve status` does without it (2.5 ms)
 
     _clean_if_idle(workspace)
-    with Registry.open(workspace.db_path) as registry:
-        agent = registry.find(agent_id)
-        data = registry.genome_bytes(agent["genome_hash"])
+    with Store.open(workspace.db_path) as store:
+        agent: dict[str, Any] = store.find(agent_id)._asdict()
+        data = store.genome_bytes(agent["genome_hash"])
         # Stored genomes were validated on the way in, so plain decoding is safe.
         agent["genome"] = None if data is None else msgpack.unpackb(data, raw=False)
         agent["directory"] = str(workspace.agent_dir(agent["id"]))
-        agent["events"] = registry.events_of(agent["id"])
+        agent["events"] = store.events_of(agent["id"])
         return agent
 
 
 def lineage(workspace: Workspace, agent_id: str) -> dict[str, Any]:
     """The ancestry of an agent, itself first, founders last; and its children."""
     _clean_if_idle(workspace)
-    with Registry.open(workspace.db_path) as registry:
-        agent = registry.find(agent_id)
-        return {"id": agent["id"], "ancestry": registry.lineage(agent["id"]),
-                "children": registry.children(agent["id"])}
+    with Store.open(workspace.db_path) as store:
+        agent = store.find(agent_id)
+        return {"id": agent.id, "ancestry": store.lineage(agent.id),
+                "children": store.children(agent.id)}
 
 
 def _clean_if_idle(workspace: Workspace) -> None:
@@ -49,5 +49,5 @@ def _clean_if_idle(workspace: Workspace) -> None:
         return
     with workspace.try_lock("status") as held:
         if held:
-            with Registry.open(workspace.db_path) as registry:
-                workspace.clean_debris(registry.living_ids())
+            with Store.open(workspace.db_path) as store:
+                workspace.clean_debris(store.living_ids())

@@ -22,13 +22,15 @@ import tomlkit
 import tomlkit.exceptions
 from tomlkit.items import Table
 
+from evolve_ai import environments
+from evolve_ai.core.selection import builtins as selection_builtins
 from evolve_ai.errors import ConfigError
 
 Check = Callable[[Any], str | None]  # returns what is wrong, or None
 
 PLUGIN_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
-STRATEGIES = ("truncation", "tournament", "threshold", "energy", "none")
-ENVIRONMENTS = ("sequences",)
+STRATEGIES = tuple(selection_builtins.BUILTIN)
+ENVIRONMENTS = tuple(environments.BUILTIN)
 
 
 def _positive(value: Any) -> str | None:
@@ -70,12 +72,12 @@ def _key(default: Any, doc: str, check: Check | None = None) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
-class Population:
+class PopulationSection:
     size: int = _key(100, "number of live agents that selection keeps", _positive)
 
 
 @dataclass(frozen=True, slots=True)
-class Lifecycle:
+class LifecycleSection:
     interval: float = _key(1.0, "seconds slept between passes", _non_negative)
     workers: int = _key(0, "worker processes for chunked work; 0 means the CPU count",
                         _non_negative)
@@ -87,7 +89,7 @@ class Lifecycle:
 
 
 @dataclass(frozen=True, slots=True)
-class Supervisor:
+class SupervisorSection:
     max_restarts: int = _key(5, "consecutive crashes before an agent is disabled", _non_negative)
     backoff_initial: float = _key(1.0, "seconds before the first restart after a crash",
                                   _positive)
@@ -99,7 +101,7 @@ class Supervisor:
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class LimitsSection:
     memory_mb: int = _key(256, "address-space limit of each agent process, MiB", _positive)
     cpu_seconds: int = _key(3600, "CPU-time limit of each agent process, seconds", _positive)
     open_files: int = _key(64, "open-file limit of each agent process", _positive)
@@ -108,7 +110,7 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
-class Evaluation:
+class EvaluationSection:
     tasks_per_pass: int = _key(32, "tasks sent to each running agent per pass", _non_negative)
     window: int = _key(64, "most recent scores that make an agent's fitness", _positive)
     answer_timeout: float = _key(2.0, "seconds an agent has to answer a task", _positive)
@@ -116,9 +118,9 @@ class Evaluation:
 
 
 @dataclass(frozen=True, slots=True)
-class Selection:
+class SelectionSection:
     strategy: str = _key("truncation", "one of " + ", ".join(STRATEGIES) + ", or module:attr",
-                         _plugin_of("evolve_ai.selection", STRATEGIES))
+                         _plugin_of(selection_builtins.GROUP, STRATEGIES))
     every: int = _key(8, "passes per generation (one selection each)", _positive)
     survival: float = _key(0.5, "share of the evaluated population kept (truncation, tournament)",
                            _fraction)
@@ -137,16 +139,17 @@ class Selection:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    environment: str = _key("sequences", "task environment: 'sequences' or module:attr",
-                            _plugin_of("evolve_ai.environments", ENVIRONMENTS))
+    environment: str = _key("sequences", "task environment: one of " + ", ".join(ENVIRONMENTS)
+                            + ", or module:attr",
+                            _plugin_of(environments.GROUP, ENVIRONMENTS))
     hooks: tuple[str, ...] = _key((), "module:attr callables notified of every event", _plugins)
     hook_timeout: float = _key(2.0, "seconds a hook may take before it is abandoned", _positive)
-    population: Population = field(default_factory=Population)
-    lifecycle: Lifecycle = field(default_factory=Lifecycle)
-    supervisor: Supervisor = field(default_factory=Supervisor)
-    limits: Limits = field(default_factory=Limits)
-    selection: Selection = field(default_factory=Selection)
-    evaluation: Evaluation = field(default_factory=Evaluation)
+    population: PopulationSection = field(default_factory=PopulationSection)
+    lifecycle: LifecycleSection = field(default_factory=LifecycleSection)
+    supervisor: SupervisorSection = field(default_factory=SupervisorSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    selection: SelectionSection = field(default_factory=SelectionSection)
+    evaluation: EvaluationSection = field(default_factory=EvaluationSection)
 
     @property
     def workers(self) -> int:

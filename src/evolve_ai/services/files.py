@@ -38,17 +38,6 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
         fsync_dir(path.parent)
 
 
-def write_if_changed(path: Path, data: bytes, *, durable: bool = True) -> bool:
-    """Atomically write ``data`` unless ``path`` already holds exactly it; True if written."""
-    try:
-        if path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    atomic_write(path, data, durable=durable)
-    return True
-
-
 class Shredder:
     """Deletes directory trees on a background thread.
 

@@ -51,6 +51,8 @@ def configure(verbosity: int, console_format: str) -> None:
     """verbosity: -1 quiet, 0 normal, 1 verbose. Takes effect at the first log call."""
     global _settings, _sinks
     _settings = (verbosity, console_format)
+    if _sinks is not None and _sinks.file is not None:
+        _sinks.file.close()  # the file, if any, is attached again by whoever wants it
     _sinks = None
 
 
@@ -89,12 +91,6 @@ def attach_file(path: Path) -> None:
         sinks.file.close()
     path.parent.mkdir(parents=True, exist_ok=True)
     sinks.file = path.open("a", encoding="utf-8", buffering=1)
-
-
-def detach_file() -> None:
-    if _sinks is not None and _sinks.file is not None:
-        _sinks.file.close()
-        _sinks.file = None
 
 
 def get_logger(**context: Any) -> Any:

@@ -92,6 +92,11 @@ class Workspace:
         return self.state_dir / "staging"
 
     @property
+    def pycache_dir(self) -> Path:
+        """Compiled modules of every agent (``sys.pycache_prefix``, read-only for agents)."""
+        return self.state_dir / "pycache"
+
+    @property
     def trash_dir(self) -> Path:
         """Dead agents' directories wait here to be deleted off the loop's path."""
         return self.state_dir / "trash"

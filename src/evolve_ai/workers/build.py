@@ -19,7 +19,7 @@ from evolve_ai.core import genome as genome_codec
 from evolve_ai.core import wiring
 from evolve_ai.core.catalogue import Catalogue
 from evolve_ai.core.fingerprint import code_hash, hash_bytes
-from evolve_ai.errors import TemplateError
+from evolve_ai.errors import GenomeError, TemplateError
 
 PYPROJECT = "pyproject.toml"
 _NAME_SENTINEL = "evolve-agent-name-placeholder-7f3c"
@@ -40,6 +40,14 @@ class BuiltAgent:
     total_files: int
     active_functions: int
     total_functions: int
+
+
+@dataclass(frozen=True, slots=True)
+class BuildFailed:
+    """An agent that could not be built (e.g. its genome names a gene the template lost)."""
+
+    agent_id: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +109,21 @@ def named_pyproject(data: bytes) -> str:
     return text
 
 
-def build_chunk(staging: str, requests: list[BuildRequest]) -> list[BuiltAgent]:
+def build_chunk(staging: str, requests: list[BuildRequest]) -> list[BuiltAgent | BuildFailed]:
     """Build each requested agent under ``staging/<id>``; nothing is synced here.
 
     The caller issues one filesystem barrier for the whole batch before the
-    agents are moved into place and listed.
+    agents are moved into place and listed. A refused genome fails its agent only.
     """
     if _prepared is None:
         raise RuntimeError("build worker used before prepare()")
-    return [_build_one(_prepared, Path(staging) / r.agent_id, r) for r in requests]
+    results: list[BuiltAgent | BuildFailed] = []
+    for request in requests:
+        try:
+            results.append(_build_one(_prepared, Path(staging) / request.agent_id, request))
+        except GenomeError as exc:
+            results.append(BuildFailed(request.agent_id, str(exc)))
+    return results
 
 
 def _build_one(prepared: _Prepared, root: Path, request: BuildRequest) -> BuiltAgent:

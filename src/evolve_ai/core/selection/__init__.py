@@ -32,7 +32,7 @@ from dataclasses import dataclass
 class Individual:
     id: str
     fitness: float | None  # of its current variant; None until that variant is measured
-    evaluations: int  # scores behind ``fitness`` (the current variant's, not a lifetime count)
+    measured: int  # scores behind ``fitness``: the current variant's, not a lifetime count
     runnable: bool  # False for disabled and quarantined agents
     idle_generations: int  # generations spent not runnable
     energy: float = 1.0  # reserve for the energy strategy (born with 1.0)
@@ -67,7 +67,7 @@ def score(individual: Individual) -> float:
 def protected(individual: Individual, params: Params) -> bool:
     """Runnable but not measured enough to be judged: spared, and not a parent or elite."""
     return individual.runnable and (individual.fitness is None
-                                    or individual.evaluations < params.min_evaluations)
+                                    or individual.measured < params.min_evaluations)
 
 
 def measured(population: Sequence[Individual], params: Params) -> list[Individual]:

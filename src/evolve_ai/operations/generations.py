@@ -1,0 +1,158 @@
+"""Stage 7 of a pass: every ``selection.every`` passes a generation closes. Selection
+decides who dies, offspring fill the freed places, the best genomes are published to
+the commons; dead agents' directories are removed once their process is gone."""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from collections.abc import Sequence
+
+from evolve_ai.core.records import AgentRow, GenerationRow
+from evolve_ai.core.selection import Individual, Params, Strategy, decide
+from evolve_ai.operations.making import make_agents
+from evolve_ai.operations.population import LiveAgent, Population
+from evolve_ai.services import logs
+from evolve_ai.services.config import Config
+from evolve_ai.services.files import Shredder, atomic_write
+from evolve_ai.services.store import Store
+from evolve_ai.services.supervisor import Supervisor
+from evolve_ai.services.workspace import Workspace
+from evolve_ai.workers.build import BuildRequest
+
+
+class Generations:
+    def __init__(self, workspace: Workspace, config: Config, population: Population,
+                 supervisor: Supervisor, strategy: Strategy, rng: random.Random) -> None:
+        self.workspace = workspace
+        self.config = config
+        self.population = population
+        self.supervisor = supervisor
+        self.strategy = strategy
+        self.rng = rng  # selection's own stream: deaths, parents, child ids
+        self.closed = 0  # generations closed by this run
+        self.log = logs.get_logger(command="life-cycle")
+        self._doomed: set[str] = set()  # dead, directory not yet removed
+        self._shredder = Shredder()
+
+    def close(self, store: Store, now: float) -> tuple[list[GenerationRow], list[AgentRow]]:
+        """Select, let die, reproduce, publish the elite; the generation's row and births."""
+        population = self.population
+        population.generation += 1
+        self.closed += 1
+        living = population.living()
+        fitness = [a.fitness for a in living if a.status == "active" and a.fitness is not None]
+        decision = decide(self.strategy, [
+            Individual(a.id, a.fitness, a.measured, a.status == "active",
+                       a.idle_generations, a.energy) for a in living
+        ], self.params(), self.rng)
+        for agent_id, level in decision.energies:
+            agent = population.agents[agent_id]
+            agent.energy, agent.dirty = level, True
+        for agent_id in decision.deaths:
+            self._die(population.agents[agent_id], now)
+        for agent in living:
+            if agent.status in ("disabled", "quarantined"):
+                agent.idle_generations += 1
+                agent.dirty = True
+        births = self._reproduce(decision.parents, store)
+        self._publish_elite(store)
+        row = GenerationRow(
+            generation=population.generation,
+            mean=sum(fitness) / len(fitness) if fitness else None,
+            max=max(fitness) if fitness else None,
+            population=len(population.living()),
+            births=len(births),
+            deaths=len(decision.deaths),
+        )
+        population.event("generation", None, **row._asdict())
+        return [row], births
+
+    def params(self) -> Params:
+        s = self.config.selection
+        return Params(population_size=self.config.population.size, survival=s.survival,
+                      elite=s.elite, tournament_size=s.tournament_size, threshold=s.threshold,
+                      min_evaluations=self._min_evaluations(), grace=s.grace,
+                      metabolism=s.metabolism)
+
+    def bury(self) -> list[str]:
+        """Remove the directories of dead agents whose process has ended; their ids."""
+        buried = []
+        for agent_id in list(self._doomed):
+            if self.supervisor.has_process(agent_id):
+                continue
+            directory = self.workspace.agent_dir(agent_id)
+            trash = self.workspace.trash_dir
+            self._shredder.discard(directory, trash)
+            # its compiled modules too (the pycache mirrors absolute source paths)
+            self._shredder.discard(self.workspace.pycache_dir / str(directory).lstrip(os.sep),
+                                   trash)
+            self._doomed.discard(agent_id)
+            self.population.agents.pop(agent_id, None)
+            self.supervisor.forget(agent_id)
+            buried.append(agent_id)
+        return buried
+
+    def close_shredder(self) -> None:
+        self._shredder.close()
+
+    def _min_evaluations(self) -> int:
+        # a window is all a variant's fitness can ever rest on
+        return min(self.config.selection.min_evaluations, self.config.evaluation.window)
+
+    def _die(self, agent: LiveAgent, now: float) -> None:
+        """Selection's verdict: stop, mark dead, remove the directory once the process is gone."""
+        was = agent.status
+        agent.status, agent.dirty = "dead", True
+        agent.reason = "selected against" if was == "active" else f"{was} past its grace"
+        agent.pending.clear()
+        self.supervisor.stop(agent.id, "died", now)
+        self._doomed.add(agent.id)
+        self.population.event("died", agent.id, fitness=agent.fitness, reason=agent.reason,
+                              generation=self.population.generation)
+
+    def _reproduce(self, parents: Sequence[str], store: Store) -> list[AgentRow]:
+        """Offspring: new id, the parent's genome copied, made like init's agents."""
+        template = self.population.template
+        if not parents or template is None:
+            return []
+        requests, parent_of = [], {}
+        for parent_id in parents:
+            genome = self.population.genome(self.population.agents[parent_id].genome_hash, store)
+            if genome is None:
+                continue
+            child = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+            requests.append(BuildRequest(child, genome))
+            parent_of[child] = parent_id
+        made = make_agents(self.workspace, template, requests, label="birth",
+                           generation=self.population.generation, parents=parent_of)
+        for failed in made.failed:  # the template dropped a gene the parent carries
+            self.log.warning("birth_failed", parent=parent_of[failed.agent_id],
+                             error=failed.reason)
+        for row in made.rows:
+            self.population.agents[row.id] = LiveAgent(
+                id=row.id, status="active", reason=None, genome_hash=row.genome_hash,
+                code_hash=row.code_hash, active_files=row.active_files,
+                active_functions=row.active_functions)
+            self.population.event("born", row.id, parent=row.parent,
+                                  generation=self.population.generation,
+                                  genome_hash=row.genome_hash)
+        return list(made.rows)
+
+    def _publish_elite(self, store: Store) -> None:
+        """The best genomes, as ``commons/elite/<rank>.bin``, for agents to recombine with."""
+        count = self.config.selection.publish_elite
+        enough = max(1, self._min_evaluations())
+        ranked = sorted((a for a in self.population.active()
+                         if a.fitness is not None and a.measured >= enough),
+                        key=lambda a: (-(a.fitness or 0.0), a.id))[:count]
+        directory = self.workspace.commons_dir / "elite"
+        directory.mkdir(parents=True, exist_ok=True)
+        for rank, agent in enumerate(ranked):
+            data = self.population.genome(agent.genome_hash, store)
+            if data is not None:
+                atomic_write(directory / f"{rank}.bin", data, durable=False)
+        for stale in directory.glob("*.bin"):
+            if not stale.stem.isdigit() or int(stale.stem) >= len(ranked):
+                stale.unlink(missing_ok=True)

@@ -1,0 +1,79 @@
+"""The population and the store, mapped both ways: resume after a crash, save a pass.
+
+Fields are mapped by name (``AgentUpdate``'s fields are ``LiveAgent``'s and the
+supervisor's), so a column is named once, in ``core.records``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Sequence
+
+import psutil
+
+from evolve_ai.core.records import AgentRow, AgentUpdate, Event, GenerationRow
+from evolve_ai.operations.population import LiveAgent, Population
+from evolve_ai.services import logs
+from evolve_ai.services.store import Store
+from evolve_ai.services.supervisor import Supervisor
+
+_PROCESS_FIELDS = frozenset({"restarts", "process", "pid", "pid_started"})
+_AGENT_FIELDS = tuple(f for f in AgentUpdate._fields if f not in _PROCESS_FIELDS)
+
+
+class Persistence:
+    def __init__(self, store: Store, population: Population, supervisor: Supervisor) -> None:
+        self.store = store
+        self.population = population
+        self.supervisor = supervisor
+        self.log = logs.get_logger(command="life-cycle")
+
+    def resume(self) -> None:
+        """Load the living agents and end any process a crashed run left behind."""
+        for agent_id, pid, started in self.store.stale_processes():
+            _end_stale(pid, started)
+            self.log.info("stale_process_ended", agent=agent_id, pid=pid)
+        self.population.generation = self.store.generation()
+        for row in self.store.living_agents():
+            agent = LiveAgent(**{f: getattr(row, f) for f in _AGENT_FIELDS})
+            # a process recorded as alive is one no longer: say so at the first save
+            agent.dirty = row.pid is not None or row.process != "stopped"
+            self.population.agents[agent.id] = agent
+            self.supervisor.restore(agent.id, row.restarts)
+
+    def save(self, generations: Sequence[GenerationRow] = (),
+             births: Sequence[AgentRow] = ()) -> list[Event]:
+        """Commit the pass in one transaction; the events it saved (for the hooks)."""
+        population = self.population
+        population.absorb(self.supervisor.drain_events())
+        processes = self.supervisor.take_changed()
+        updates = []
+        for agent in population.agents.values():
+            if not agent.dirty and agent.id not in processes:
+                continue
+            info = self.supervisor.info(agent.id)
+            updates.append(AgentUpdate(
+                **{f: getattr(agent, f) for f in _AGENT_FIELDS},
+                restarts=0 if info is None else info.restarts,
+                process="stopped" if info is None else info.state,
+                pid=None if info is None else info.pid,
+                pid_started=None if info is None else info.create_time,
+            ))
+            agent.dirty = False
+        events, population.events = population.events, []
+        self.store.save_pass(updates, list(population.new_genomes.items()), events,
+                             generations, births)
+        population.new_genomes.clear()
+        return events
+
+
+def _end_stale(pid: int, started: float | None) -> None:
+    """Kill the process group of a recorded agent, if that very process still exists."""
+    try:
+        process = psutil.Process(pid)
+        if started is None or abs(process.create_time() - started) > 0.01:
+            return  # not provably ours: the pid may belong to an unrelated process now
+        os.killpg(pid, signal.SIGKILL)
+    except (psutil.Error, ProcessLookupError, PermissionError):
+        return

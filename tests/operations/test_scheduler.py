@@ -1,0 +1,132 @@
+"""The scheduler on stub agents: who runs, turns above max_running, births first, restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from evolve_ai.operations.lifecycle import supervisor_settings
+from evolve_ai.operations.population import LiveAgent, Population
+from evolve_ai.operations.scheduler import Scheduler, launch_spec
+from evolve_ai.services.config import Config
+from evolve_ai.services.stub_launcher import StubClock, StubLauncher
+from evolve_ai.services.supervisor import Supervisor
+from evolve_ai.services.workspace import Workspace
+
+
+class World:
+    """A population of ``count`` stub agents, a supervisor and a scheduler over them."""
+
+    def __init__(self, root: Path, count: int, max_running: int, turn_passes: int) -> None:
+        self.workspace = Workspace(root)
+        self.workspace.ensure_layout()
+        self.config = Config().with_overrides(
+            {"lifecycle.max_running": max_running, "lifecycle.turn_passes": turn_passes},
+            "test")
+        self.clock = StubClock()
+        self.launcher = StubLauncher(self.clock)
+        self.supervisor = Supervisor(self.launcher, supervisor_settings(self.config),
+                                     lambda agent, message: None, clock=self.clock)
+        self.population = Population()
+        for n in range(count):
+            self.add(f"agent-{n:03d}")
+        self.scheduler = Scheduler(self.workspace, self.config, self.population,
+                                   self.supervisor)
+
+    def add(self, agent_id: str) -> LiveAgent:
+        agent = LiveAgent(id=agent_id, status="active", reason=None, genome_hash="g",
+                          code_hash="c")
+        self.population.agents[agent_id] = agent
+        return agent
+
+    def one_pass(self) -> set[str]:
+        """A pass as the life cycle runs it: schedule, then let the agents act; who runs."""
+        self.scheduler.schedule(self.clock())
+        for _ in range(4):
+            self.launcher.advance(0.25)
+            self.supervisor.wait(0)
+        return set(self.supervisor.running())
+
+    def close(self) -> None:
+        self.clock.tick = 0.01  # shutdown waits on the clock: let it move
+        self.supervisor.shutdown(self.clock(), 0.0)
+        self.supervisor.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    made = World(tmp_path, count=10, max_running=4, turn_passes=2)
+    yield made
+    made.close()
+
+
+def test_never_more_than_max_running(world: World) -> None:
+    for _ in range(20):
+        running = world.one_pass()
+        assert len(world.supervisor.alive()) <= 4
+        assert len(running) <= 4
+
+
+def test_every_agent_gets_turns_of_turn_passes_passes(world: World) -> None:
+    """Round robin: over enough passes everyone runs, and each turn lasts turn_passes passes
+    of tasks before the agent makes room."""
+    seen: dict[str, int] = {}
+    for _ in range(30):
+        for agent_id in world.one_pass():
+            seen[agent_id] = seen.get(agent_id, 0) + 1
+    assert set(seen) == set(world.population.agents)
+    assert min(seen.values()) >= 2 * world.config.lifecycle.turn_passes
+
+
+def test_turns_turn_over_a_share_of_the_places_per_pass(world: World) -> None:
+    """At most ceil(max_running / turn_passes) agents yield their place in one pass."""
+    world.one_pass()
+    previous = set(world.supervisor.running())
+    for _ in range(15):
+        running = world.one_pass()
+        assert len(previous - running) <= 2
+        previous = running
+
+
+def test_births_run_before_founders_that_never_ran(tmp_path: Path) -> None:
+    made = World(tmp_path, count=6, max_running=2, turn_passes=1)
+    try:
+        born = [made.add("child-1"), made.add("child-2")]
+        assert made.one_pass() == {agent.id for agent in born}
+    finally:
+        made.close()
+
+
+def test_an_agent_whose_code_changed_is_restarted(world: World) -> None:
+    world.one_pass()
+    agent = next(a for a in world.population.agents.values()
+                 if a.id in world.supervisor.running())
+    pid = world.supervisor.info(agent.id)
+    agent.needs_restart = True
+    world.one_pass()  # stopped this pass
+    world.one_pass()  # started again (it waited longest)
+    again = world.supervisor.info(agent.id)
+    assert pid is not None and again is not None
+    assert again.pid != pid.pid
+    assert not agent.needs_restart
+    assert world.launcher.exits[0].agent_id == agent.id
+    assert world.launcher.exits[0].returncode == 0  # a polite stop, not a crash
+
+
+def test_only_active_agents_run(world: World) -> None:
+    for agent in list(world.population.agents.values())[:8]:
+        agent.status = "quarantined"
+    assert world.one_pass() == {"agent-008", "agent-009"}
+
+
+def test_launch_spec_confines_the_agent_to_its_directory(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path)
+    spec = launch_spec(workspace, Config(), "some-id")
+    directory = str(workspace.agent_dir("some-id"))
+    assert spec.cwd == directory and spec.writable == (directory,)
+    assert f"{directory}/src" in spec.readonly_within
+    assert spec.env["EVOLVE_AGENT_ID"] == "some-id"
+    assert "PYTHONPATH" in spec.env and spec.env["HOME"] == directory
+    assert spec.limits.memory_bytes == Config().limits.memory_mb << 20
