@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from evolve_ai.core.records import AgentRecord, Event
+from evolve_ai.core.records import AgentRow, AgentUpdate, Event, GenerationRow
 from evolve_ai.errors import UnknownAgent, WorkspaceError
-from evolve_ai.services.registry import SCHEMA_VERSION, Registry
+from evolve_ai.services.store import SCHEMA_VERSION, Store
 
 
-def record(agent_id: str, status: str = "active") -> AgentRecord:
-    return AgentRecord(id=agent_id, status=status, generation=0, parent=None,
-                       genome_hash="g" * 32, code_hash="c" * 32, created=time.time(),
-                       active_files=1, active_functions=2)
+def record(agent_id: str) -> AgentRow:
+    now = time.time()
+    return AgentRow(id=agent_id, status="active", generation=0, parent=None,
+                    genome_hash="g" * 32, code_hash="c" * 32, created=now, updated=now,
+                    active_files=1, active_functions=2)
 
 
 IDS = ["0a1b0000-0000-4000-8000-000000000001", "0a1c0000-0000-4000-8000-000000000002",
@@ -22,77 +23,98 @@ IDS = ["0a1b0000-0000-4000-8000-000000000001", "0a1c0000-0000-4000-8000-00000000
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    reg = Registry.open(tmp_path / "evolve.db", create=True)
+def store(tmp_path: Path) -> Store:
+    reg = Store.open(tmp_path / "evolve.db", create=True)
     reg.add_agents([record(i) for i in IDS], [("g" * 32, b"\x80")],
                    [Event("created", time.time(), i) for i in IDS])
     return reg
 
 
-def test_schema_is_versioned_and_in_wal_mode(registry: Registry) -> None:
-    db = sqlite3.connect(registry.path)
+def test_schema_is_versioned_and_in_wal_mode(store: Store) -> None:
+    db = sqlite3.connect(store.path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_listing_counts_history(registry: Registry) -> None:
-    assert registry.counts() == {"active": 3, "disabled": 0, "quarantined": 0, "dead": 0,
+def test_listing_counts_history(store: Store) -> None:
+    assert store.counts() == {"active": 3, "disabled": 0, "quarantined": 0, "dead": 0,
                                  "running": 0}
-    assert registry.living_ids() == set(IDS)
-    assert registry.history() == [{"generation": 0, "mean": None, "max": None,
-                                   "population": 3, "births": 3, "deaths": 0}]
-    registry.add_agents([record("0b000000-0000-4000-8000-000000000004")], [], [])
-    assert registry.history()[0]["births"] == 4
-    assert registry.history()[0]["population"] == 4
-    assert registry.agents_ever() == 4
-    assert registry.fitness_summary() == {"mean": None, "max": None}
+    assert store.living_ids() == set(IDS)
+    assert store.history() == [GenerationRow(generation=0, mean=None, max=None,
+                                             population=3, births=3, deaths=0)]
+    store.add_agents([record("0b000000-0000-4000-8000-000000000004")], [], [])
+    assert store.history()[0].births == 4
+    assert store.history()[0].population == 4
+    assert store.agents_ever() == 4
+    assert store.fitness_summary() == {"mean": None, "max": None}
 
 
-def test_find_by_prefix(registry: Registry) -> None:
-    assert registry.find("ff")["id"] == IDS[2]
-    assert registry.find(IDS[0].upper())["id"] == IDS[0]
+def test_find_by_prefix(store: Store) -> None:
+    assert store.find("ff").id == IDS[2]
+    assert store.find(IDS[0].upper()).id == IDS[0]
     with pytest.raises(UnknownAgent, match="more than one"):
-        registry.find("0a1")
+        store.find("0a1")
     with pytest.raises(UnknownAgent, match="no agent"):
-        registry.find("0a2")
+        store.find("0a2")
     with pytest.raises(UnknownAgent, match="UUID"):
-        registry.find("'; DROP TABLE agents; --")
-    assert registry.events_of(IDS[0])[0]["kind"] == "created"
-    assert registry.genome_bytes("g" * 32) == b"\x80"
+        store.find("'; DROP TABLE agents; --")
+    assert store.events_of(IDS[0])[0]["kind"] == "created"
+    assert store.genome_bytes("g" * 32) == b"\x80"
 
 
-def test_a_failed_write_changes_nothing(registry: Registry) -> None:
+def test_a_failed_write_changes_nothing(store: Store) -> None:
     with pytest.raises(sqlite3.IntegrityError):
-        registry.add_agents([record("0c000000-0000-4000-8000-000000000005"), record(IDS[0])],
+        store.add_agents([record("0c000000-0000-4000-8000-000000000005"), record(IDS[0])],
                             [], [Event("created", time.time(), "x")])
-    assert registry.agents_ever() == 3
-    assert registry.history()[0]["births"] == 3
-    assert registry.events_of("x") == []
+    assert store.agents_ever() == 3
+    assert store.history()[0].births == 3
+    assert store.events_of("x") == []
 
 
-def test_reopen_keeps_everything(registry: Registry) -> None:
-    registry.close()
-    with Registry.open(registry.path) as again:
+def test_a_pass_is_saved_field_for_field(store: Store) -> None:
+    """Every field of an AgentUpdate lands in its column; the generation row and births too."""
+    before = store.find(IDS[1])
+    update = AgentUpdate(
+        id=IDS[1], status="disabled", reason="crashed 6 times in a row", genome_hash="h" * 32,
+        code_hash="d" * 32, active_files=3, active_functions=4, lines=50, complexity=7,
+        mutations=2, fitness=0.25, evaluations=64, restarts=6, process="exited", pid=None,
+        pid_started=None, energy=0.5, idle_generations=1)
+    child = record("0d000000-0000-4000-8000-000000000006")._replace(parent=IDS[1], generation=1)
+    store.save_pass([update], [("h" * 32, b"\x81")], [Event("disabled", time.time(), IDS[1])],
+                    [GenerationRow(1, 0.25, 0.25, 4, 1, 0)], [child])
+    after = store.find(IDS[1])
+    assert after._replace(updated=0.0) == AgentRow(
+        **{**before._asdict(), **update._asdict(), "updated": 0.0})
+    assert store.find(child.id) == child
+    assert store.generation() == 1
+    assert store.history()[-1] == GenerationRow(1, 0.25, 0.25, 4, 1, 0)
+    assert store.living_agents()[-1] == child
+    assert store.genome_bytes("h" * 32) == b"\x81"
+
+
+def test_reopen_keeps_everything(store: Store) -> None:
+    store.close()
+    with Store.open(store.path) as again:
         assert again.living_ids() == set(IDS)
 
 
 def test_missing_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(WorkspaceError, match="run 'evolve init N' first"):
-        Registry.open(tmp_path / "nope.db")
+        Store.open(tmp_path / "nope.db")
 
 
 def test_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "evolve.db"
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(WorkspaceError, match="not a usable evolve database"):
-        Registry.open(path)
+        Store.open(path)
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "evolve.db"
-    Registry.open(path, create=True).close()
+    Store.open(path, create=True).close()
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
     with pytest.raises(WorkspaceError, match="newer than this evolve"):
-        Registry.open(path)
+        Store.open(path)

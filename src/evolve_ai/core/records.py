@@ -1,34 +1,100 @@
-"""Plain, picklable records passed between workers, services and the CLI."""
+"""The typed records passed between workers, services, operations and the CLI.
+
+One record per concept: the store's column lists are derived from ``AgentRow`` and
+``AgentUpdate``, so a column is named once. NamedTuples, not dataclasses: the quick
+``evolve status`` path reads rows without importing dataclasses.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal, NamedTuple, get_args
 
-from evolve_ai.core.statuses import PROCESS_STATES, STATUSES
+Status = Literal["active", "disabled", "quarantined", "dead"]
+ProcessState = Literal["stopped", "starting", "running", "backoff", "exited"]
+ScanOutcome = Literal["ok", "quarantined", "disabled"]
 
-__all__ = ["PROCESS_STATES", "STATUSES", "AgentRecord", "Event"]
+STATUSES: tuple[Status, ...] = get_args(Status)
+PROCESS_STATES: tuple[ProcessState, ...] = get_args(ProcessState)
 
 
-@dataclass(frozen=True, slots=True)
-class AgentRecord:
-    """One agent's row in the global listing."""
+class AgentRow(NamedTuple):
+    """One agent as the store keeps it (the ``agents`` table, column for column)."""
 
     id: str
-    status: str
-    generation: int
+    status: Status
+    generation: int  # the generation it was born in
     parent: str | None
     genome_hash: str
     code_hash: str
     created: float
+    updated: float
+    reason: str | None = None
+    active_files: int = 0
+    active_functions: int = 0
+    lines: int = 0
+    complexity: int = 0
+    mutations: int = 0
+    fitness: float | None = None  # of its current genome; None until measured
+    evaluations: int = 0  # every answer scored in its life (shown, never used to select)
+    restarts: int = 0
+    process: ProcessState = "stopped"
+    pid: int | None = None
+    pid_started: float | None = None  # psutil create_time, to recognise the process later
+    energy: float = 1.0
+    idle_generations: int = 0
+
+
+class AgentUpdate(NamedTuple):
+    """What a pass may change about a living agent."""
+
+    id: str
+    status: Status
+    reason: str | None
+    genome_hash: str
+    code_hash: str
     active_files: int
     active_functions: int
+    lines: int
+    complexity: int
+    mutations: int
+    fitness: float | None
+    evaluations: int
+    restarts: int
+    process: ProcessState
+    pid: int | None
+    pid_started: float | None
+    energy: float
+    idle_generations: int
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something that happened, for the log, the database and the hooks."""
+class GenerationRow(NamedTuple):
+    """One closed generation, as ``status`` shows it (generation 0: the founders)."""
+
+    generation: int
+    mean: float | None
+    max: float | None
+    population: int
+    births: int
+    deaths: int
+
+
+class Event(NamedTuple):
+    """Something that happened, for the log, the store and the hooks."""
 
     kind: str
     time: float
     agent: str | None = None
     data: tuple[tuple[str, object], ...] = ()
+
+
+__all__ = [
+    "PROCESS_STATES",
+    "STATUSES",
+    "AgentRow",
+    "AgentUpdate",
+    "Event",
+    "GenerationRow",
+    "ProcessState",
+    "ScanOutcome",
+    "Status",
+]

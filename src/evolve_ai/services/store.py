@@ -1,4 +1,4 @@
-"""The registry: SQLite (WAL) at ``workspace/evolve.db``, the global listing of agents.
+"""The store: SQLite (WAL) at ``workspace/evolve.db``, the global listing of agents.
 
 One connection per process; every write is one explicit transaction, so a
 crash leaves the database as of the last commit. The schema is versioned with
@@ -13,13 +13,10 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from evolve_ai.core.statuses import STATUSES
+from evolve_ai.core.records import STATUSES, AgentRow, AgentUpdate, Event, GenerationRow
 from evolve_ai.errors import UnknownAgent, WorkspaceError
-
-if TYPE_CHECKING:  # the records' dataclasses are not needed to read (evolve status)
-    from evolve_ai.core.records import AgentRecord, Event
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the listing, genomes by hash, events, per-generation history, small meta map
@@ -80,28 +77,20 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-AGENT_COLUMNS = (
-    "id, status, reason, generation, parent, genome_hash, code_hash, created, updated, "
-    "active_files, active_functions, lines, complexity, mutations, fitness, evaluations, "
-    "restarts, process, pid, energy, idle_generations"
-)
-# What a pass may change about an agent, in the order AgentUpdate lists them.
-UPDATE_COLUMNS = (
-    "status", "reason", "genome_hash", "code_hash", "active_files", "active_functions",
-    "lines", "complexity", "mutations", "fitness", "evaluations", "restarts", "process",
-    "pid", "pid_started", "energy", "idle_generations",
-)
+AGENT_COLUMNS = ", ".join(AgentRow._fields)
+UPDATE_ASSIGNMENTS = ", ".join(f"{column} = ?" for column in AgentUpdate._fields[1:])
+GENERATION_COLUMNS = ", ".join(GenerationRow._fields)
 
 
-class Registry:
-    """The workspace database; use ``Registry.open`` and close it (or use ``with``)."""
+class Store:
+    """The workspace database; use ``Store.open`` and close it (or use ``with``)."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
 
     @classmethod
-    def open(cls, path: Path, *, create: bool = False) -> Registry:
+    def open(cls, path: Path, *, create: bool = False) -> Store:
         if not create and not path.exists():
             raise WorkspaceError(
                 f"no evolve workspace here ({path} is missing): run 'evolve init N' first"
@@ -113,16 +102,16 @@ class Registry:
             # FULL: a committed pass survives power loss, at one fsync per commit.
             connection.execute("PRAGMA synchronous = FULL")
             connection.execute("PRAGMA foreign_keys = ON")
-            registry = cls(connection, path)
-            registry._migrate()
+            store = cls(connection, path)
+            store._migrate()
         except sqlite3.DatabaseError as exc:
             raise WorkspaceError(f"{path}: not a usable evolve database: {exc}") from None
-        return registry
+        return store
 
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> Registry:
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -185,14 +174,12 @@ class Registry:
         ).fetchone()
         return {"mean": row[0], "max": row[1]}
 
-    def history(self) -> list[dict[str, Any]]:
+    def history(self) -> list[GenerationRow]:
         rows = self._db.execute(
-            "SELECT generation, mean, max, population, births, deaths "
-            "FROM generations ORDER BY generation"
-        )
-        return [dict(row) for row in rows]
+            f"SELECT {GENERATION_COLUMNS} FROM generations ORDER BY generation")
+        return [GenerationRow(*row) for row in rows]
 
-    def find(self, prefix: str) -> dict[str, Any]:
+    def find(self, prefix: str) -> AgentRow:
         """The agent whose id is ``prefix`` or uniquely starts with it."""
         if not prefix or any(c not in "0123456789abcdef-" for c in prefix.lower()):
             raise UnknownAgent(f"no agent {prefix!r}: ids are UUIDs")
@@ -204,15 +191,13 @@ class Registry:
             raise UnknownAgent(f"no agent {prefix!r}")
         if len(rows) > 1:
             raise UnknownAgent(f"{prefix!r} matches more than one agent; give more of the id")
-        return dict(rows[0])
+        return AgentRow(*rows[0])
 
-    def living_agents(self) -> list[dict[str, Any]]:
-        """Every agent that is not dead, with what the life cycle resumes from."""
+    def living_agents(self) -> list[AgentRow]:
+        """Every agent that is not dead, oldest first: what the life cycle resumes from."""
         rows = self._db.execute(
-            f"SELECT {AGENT_COLUMNS}, pid_started FROM agents WHERE status != 'dead' "
-            "ORDER BY created, id"
-        )
-        return [dict(row) for row in rows]
+            f"SELECT {AGENT_COLUMNS} FROM agents WHERE status != 'dead' ORDER BY created, id")
+        return [AgentRow(*row) for row in rows]
 
     def stale_processes(self) -> list[tuple[str, int, float | None]]:
         """Agents recorded with a process, as a crashed life cycle may have left them."""
@@ -221,33 +206,32 @@ class Registry:
 
     def save_pass(
         self,
-        updates: Sequence[tuple[str, tuple[Any, ...]]],
+        updates: Sequence[AgentUpdate],
         genomes: Iterable[tuple[str, bytes]],
         events: Sequence[Event],
-        generations: Sequence[dict[str, Any]] = (),
-        births: Sequence[AgentRecord] = (),
+        generations: Sequence[GenerationRow] = (),
+        births: Sequence[AgentRow] = (),
     ) -> None:
         """One pass's changes in one transaction: births, agents, genomes, events, history."""
         now = time.time()
-        assignments = ", ".join(f"{column} = ?" for column in UPDATE_COLUMNS)
         with self.transaction() as db:
             db.executemany("INSERT OR IGNORE INTO genomes (hash, data) VALUES (?, ?)", genomes)
-            self._insert_agents(births, now)
+            self._insert_agents(births)
             db.executemany(
-                f"UPDATE agents SET {assignments}, updated = ? WHERE id = ?",
-                [(*values, now, agent_id) for agent_id, values in updates],
+                f"UPDATE agents SET {UPDATE_ASSIGNMENTS}, updated = ? WHERE id = ?",
+                [(*update[1:], now, update.id) for update in updates],
             )
             generation = self.generation()
             for row in generations:
                 db.execute(
-                    "INSERT INTO generations (generation, time, mean, max, population, births, "
-                    "deaths) VALUES (:generation, :time, :mean, :max, :population, :births, "
-                    ":deaths) ON CONFLICT (generation) DO UPDATE SET time = excluded.time, "
-                    "mean = excluded.mean, max = excluded.max, population = excluded.population, "
+                    f"INSERT INTO generations (time, {GENERATION_COLUMNS}) "
+                    f"VALUES (?, {', '.join('?' * len(row))}) ON CONFLICT (generation) "
+                    "DO UPDATE SET time = excluded.time, mean = excluded.mean, "
+                    "max = excluded.max, population = excluded.population, "
                     "births = excluded.births, deaths = excluded.deaths",
-                    {"time": now, **row},
+                    (now, *row),
                 )
-                generation = max(generation, int(row["generation"]))
+                generation = max(generation, row.generation)
             db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
             self._insert_events(events, generation)
 
@@ -284,7 +268,7 @@ class Registry:
 
     def add_agents(
         self,
-        records: Sequence[AgentRecord],
+        records: Sequence[AgentRow],
         genomes: Iterable[tuple[str, bytes]],
         events: Iterable[Event],
     ) -> None:
@@ -295,7 +279,7 @@ class Registry:
             db.executemany(
                 "INSERT OR IGNORE INTO genomes (hash, data) VALUES (?, ?)", genomes
             )
-            self._insert_agents(records, now)
+            self._insert_agents(records)
             self._insert_events(events, generation)
             living = db.execute("SELECT count(*) FROM agents WHERE status != 'dead'").fetchone()[0]
             db.execute(
@@ -305,13 +289,11 @@ class Registry:
                 (generation, now, living, len(records)),
             )
 
-    def _insert_agents(self, records: Iterable[AgentRecord], now: float) -> None:
+    def _insert_agents(self, records: Iterable[AgentRow]) -> None:
         self._db.executemany(
-            "INSERT INTO agents (id, status, generation, parent, genome_hash, code_hash, "
-            "created, updated, active_files, active_functions) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(r.id, r.status, r.generation, r.parent, r.genome_hash, r.code_hash,
-              r.created, now, r.active_files, r.active_functions) for r in records],
+            f"INSERT INTO agents ({AGENT_COLUMNS}) "
+            f"VALUES ({', '.join('?' * len(AgentRow._fields))})",
+            list(records),
         )
 
     def _insert_events(self, events: Iterable[Event], generation: int) -> None:
