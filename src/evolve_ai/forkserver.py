@@ -49,13 +49,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
 from evolve_ai import _cgroups, _linux
-
-SANDBOXED = "namespaces"
-MAX_MESSAGE = 1 << 16
-# An events message stays far below MAX_MESSAGE: an exit report is well under 200 bytes.
-REPORTS_PER_MESSAGE = 256
-# Setup failures of a child exit with this status, like a shell's "command not found".
-SETUP_FAILED = 127
+from evolve_ai._wire import MAX_MESSAGE, REPORTS_PER_MESSAGE, SANDBOXED, SETUP_FAILED
 
 _RLIMITS = (resource.RLIMIT_AS, resource.RLIMIT_CPU, resource.RLIMIT_NOFILE,
             resource.RLIMIT_FSIZE, resource.RLIMIT_NPROC)

@@ -107,13 +107,14 @@ print(json.dumps({"outside": write(os.environ["OUTSIDE"]), "inside": write("insi
 # Run as the orchestrator by the orchestrator-death test: argv[1] is an agent directory.
 ORCHESTRATOR = """\
 import json, os, sys, time
-from evolve_ai.services.launcher import Launcher, LaunchSpec, Limits
+from evolve_ai.services.forkserver_launcher import ForkServerLauncher
+from evolve_ai.services.launcher import LaunchSpec, Rlimits
 
 directory = sys.argv[1]
-launcher = Launcher()
+launcher = ForkServerLauncher()
 launcher.start()
 log = os.open(os.path.join(directory, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-none = Limits(None, None, None, None, None)
+none = Rlimits(None, None, None, None, None)
 launched = [launcher.spawn(LaunchSpec(f"agent-{n}", directory, {}, none, (directory,), (),
                                       None), log)
             for n in range(3)]

@@ -20,17 +20,11 @@ import psutil
 import pytest
 
 from evolve_ai import _cgroups
-from evolve_ai.services.launcher import (
-    Exited,
-    Launched,
-    Launcher,
-    LaunchError,
-    LaunchSpec,
-    Limits,
-)
+from evolve_ai.services.forkserver_launcher import ForkServerLauncher
+from evolve_ai.services.launcher import Exited, Launched, LaunchError, LaunchSpec, Rlimits
 from tests.services import launcher_agents as agents
 
-NO_LIMITS = Limits(None, None, None, None, None)
+NO_LIMITS = Rlimits(None, None, None, None, None)
 TIMEOUT = 10.0
 
 
@@ -42,7 +36,7 @@ def write_agent(directory: Path, source: str) -> Path:
     return directory
 
 
-def spec_for(directory: Path, *, limits: Limits = NO_LIMITS,
+def spec_for(directory: Path, *, limits: Rlimits = NO_LIMITS,
              env: dict[str, str] | None = None) -> LaunchSpec:
     return LaunchSpec(agent_id=directory.name, cwd=str(directory),
                       env=env if env is not None else {"EVOLVE_AGENT_ID": directory.name},
@@ -91,11 +85,11 @@ class Agent:
 class Harness:
     """One fork server for the module, and what each test launched with it."""
 
-    launcher: Launcher
+    launcher: ForkServerLauncher
     exits: dict[int, Exited] = field(default_factory=dict)
     open_fds: set[int] = field(default_factory=set)
 
-    def launch(self, directory: Path, *, limits: Limits = NO_LIMITS,
+    def launch(self, directory: Path, *, limits: Rlimits = NO_LIMITS,
                env: dict[str, str] | None = None) -> Agent:
         log = directory / "agent.log"
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
@@ -124,13 +118,13 @@ class Harness:
 
 
 @pytest.fixture(scope="module")
-def launcher() -> Iterator[Launcher]:
-    with Launcher() as started:
+def launcher() -> Iterator[ForkServerLauncher]:
+    with ForkServerLauncher() as started:
         yield started
 
 
 @pytest.fixture
-def harness(launcher: Launcher) -> Iterator[Harness]:
+def harness(launcher: ForkServerLauncher) -> Iterator[Harness]:
     harness = Harness(launcher)
     yield harness
     harness.close_fds()
@@ -266,7 +260,7 @@ def test_setup_failure_exits_127_with_a_message(harness: Harness, tmp_path: Path
 
 
 def test_memory_limit_refuses_a_big_allocation(harness: Harness, tmp_path: Path) -> None:
-    limits = Limits(200 << 20, None, None, None, None)
+    limits = Rlimits(200 << 20, None, None, None, None)
     agent = harness.launch(write_agent(tmp_path / "hog", agents.MEMORY_HOG), limits=limits)
     exited = harness.wait_exit(agent.pid)
     assert exited.returncode != 0
@@ -274,7 +268,7 @@ def test_memory_limit_refuses_a_big_allocation(harness: Harness, tmp_path: Path)
 
 
 def test_cpu_limit_kills_a_busy_loop(harness: Harness, tmp_path: Path) -> None:
-    limits = Limits(None, 1, None, None, None)
+    limits = Rlimits(None, 1, None, None, None)
     agent = harness.launch(write_agent(tmp_path / "spinner", agents.SPINNER), limits=limits)
     assert agent.line() == "spinning"
     exited = harness.wait_exit(agent.pid, timeout=15.0)
@@ -282,7 +276,7 @@ def test_cpu_limit_kills_a_busy_loop(harness: Harness, tmp_path: Path) -> None:
 
 
 def test_file_size_limit_stops_a_big_write(harness: Harness, tmp_path: Path) -> None:
-    limits = Limits(None, None, None, 1 << 20, None)
+    limits = Rlimits(None, None, None, 1 << 20, None)
     directory = write_agent(tmp_path / "writer", agents.BIG_WRITER)
     agent = harness.launch(directory, limits=limits)
     assert agent.line() == "EFBIG"
@@ -330,7 +324,8 @@ def test_sandbox_allows_only_the_agent_directory_and_no_network(
 def test_without_sandbox_only_rlimits_apply(tmp_path: Path) -> None:
     directory = write_agent(tmp_path / "probe", agents.PROBE)
     outside = tmp_path / "outside"
-    with Launcher(sandbox=False) as launcher, socket.create_server(("127.0.0.1", 0)) as server:
+    with ForkServerLauncher(sandbox=False) as launcher, \
+            socket.create_server(("127.0.0.1", 0)) as server:
         assert launcher.sandbox_status == "rlimits only: sandbox disabled"
         harness = Harness(launcher)
         env = {"OUTSIDE": str(outside), "PORT": str(server.getsockname()[1]),
@@ -369,7 +364,7 @@ def kill_server_of(agent: Agent) -> int:
 def test_a_dead_fork_server_is_replaced_and_its_agents_reported_killed(
         tmp_path: Path) -> None:
     directory = write_agent(tmp_path / "sleeper", agents.SLEEPER)
-    with Launcher() as launcher:
+    with ForkServerLauncher() as launcher:
         harness = Harness(launcher)
         fileno = launcher.fileno()
         first = harness.launch(directory)
@@ -418,7 +413,7 @@ def test_spawn_refuses_relative_paths(harness: Harness) -> None:
 
 
 def test_spawn_needs_a_started_launcher(tmp_path: Path) -> None:
-    launcher = Launcher()
+    launcher = ForkServerLauncher()
     with pytest.raises(LaunchError, match="not started"):
         launcher.spawn(spec_for(tmp_path), 2)
     launcher.start()
@@ -469,7 +464,7 @@ def test_two_hundred_agents_say_hello(harness: Harness, tmp_path: Path) -> None:
 # --- Processes: a pids cgroup per agent ---------------------------------------------------
 
 
-def _needs_pids_cgroup(launcher: Launcher) -> None:
+def _needs_pids_cgroup(launcher: ForkServerLauncher) -> None:
     # Root without cgroups has no limit on an agent's processes but the supervisor's
     # per-pass count; anyone else can still run the other tests.
     if launcher.pids_status != "pids cgroup" and os.geteuid() != 0:
@@ -479,7 +474,7 @@ def _needs_pids_cgroup(launcher: Launcher) -> None:
 
 def test_fork_stops_at_the_process_limit(harness: Harness, tmp_path: Path) -> None:
     _needs_pids_cgroup(harness.launcher)
-    limits = Limits(None, None, None, None, 5)
+    limits = Rlimits(None, None, None, None, 5)
     agent = harness.launch(write_agent(tmp_path / "bomb", agents.FORK_UNTIL_REFUSED),
                            limits=limits)
     report = json.loads(agent.line())
@@ -491,7 +486,7 @@ def test_fork_stops_at_the_process_limit(harness: Harness, tmp_path: Path) -> No
 def test_what_an_agent_leaves_behind_dies_with_it(harness: Harness, tmp_path: Path) -> None:
     _needs_pids_cgroup(harness.launcher)
     agent = harness.launch(write_agent(tmp_path / "escape", agents.LEAVE_AN_ESCAPEE),
-                           limits=Limits(None, None, None, None, 8))
+                           limits=Rlimits(None, None, None, None, 8))
     escapee = int(agent.line())
     assert psutil.Process(escapee).ppid() != agent.pid or not gone(agent.pid)
     assert harness.wait_exit(agent.pid).returncode == 0
@@ -499,7 +494,7 @@ def test_what_an_agent_leaves_behind_dies_with_it(harness: Harness, tmp_path: Pa
 
 
 def test_groups_of_a_killed_fork_server_are_swept(tmp_path: Path) -> None:
-    with Launcher() as first:
+    with ForkServerLauncher() as first:
         _needs_pids_cgroup(first)
         assert first._process is not None
         server = first._process.pid
@@ -507,7 +502,7 @@ def test_groups_of_a_killed_fork_server_are_swept(tmp_path: Path) -> None:
         mine = base / f"{_cgroups.PREFIX}{server}"
         directory = write_agent(tmp_path / "a", agents.HELLO_WAIT)
         fd = os.open(directory / "log", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC)
-        launched = first.spawn(spec_for(directory, limits=Limits(None, None, None, None, 4)),
+        launched = first.spawn(spec_for(directory, limits=Rlimits(None, None, None, None, 4)),
                                fd)
         os.close(fd)
         assert [p.name for p in mine.iterdir() if p.name.startswith("agent-")]
@@ -517,7 +512,7 @@ def test_groups_of_a_killed_fork_server_are_swept(tmp_path: Path) -> None:
         assert mine.exists()
         for end in (launched.stdin, launched.stdout):
             os.close(end)
-    with Launcher() as second:
+    with ForkServerLauncher() as second:
         assert second.pids_status == "pids cgroup"
         assert not mine.exists()
         assert second._process is not None

@@ -1,45 +1,14 @@
-"""Launch agent processes fast, sandboxed, and tied to the orchestrator's life.
+"""``ForkServerLauncher``: agents forked by a pre-warmed, sandboxed fork server.
 
-``Launcher`` drives a fork server (``evolve_ai.forkserver``): a helper interpreter
-that has already imported what agents import, and forks one child per agent. The
-child sets up its sandbox and runs ``agent.main`` in-process with the observable
-result of ``python -m agent.main`` (DESIGN §6). The orchestrator never imports or
-runs agent code itself.
+The fork server (``evolve_ai.forkserver``) has already imported what agents import;
+each agent is one ``fork()`` that sets up its sandbox (docs/security.md) and runs
+``agent.main`` in-process, the observable equivalent of ``python -m agent.main``.
+The orchestrator never imports or runs agent code itself.
 
-Sandbox (``sandbox_status`` says which one is in force):
-
-- ``"namespaces"``: the fork server lives in its own network namespace (no interface
-  up: no network) and mount namespace where the whole tree is read-only; each agent
-  gets its own mount namespace in which only ``writable`` is writable, minus
-  ``readonly_within``. Agents hold no capabilities, cannot regain any
-  (no_new_privs), and are not dumpable, so one cannot reach another's directory
-  through ``/proc/<pid>/root``.
-- ``"rlimits only: <reason>"``: the kernel or our privileges refused a step (or
-  ``sandbox=False``): agents still get their rlimits, and without capabilities when
-  the sandbox was asked for.
-
-Processes (``pids_status`` says whether it is in force): where the kernel lets the
-fork server make cgroups (``evolve_ai._cgroups``), each agent with a
-``Limits.processes`` runs in its own pids cgroup: a fork past the limit fails, for
-root too, which RLIMIT_NPROC does not ensure; and when the agent exits, whatever it
-left running (even outside its process group) is killed.
-
-What the sandbox does not do: no PID namespace (agents see other processes and may
-signal those of their own uid), Unix sockets bound in the filesystem stay connectable
-(the read-only view does not forbid connect), and no seccomp filter.
-
-Where an agent can tell it was forked rather than exec'd: ``sys.flags`` are those of
-``python -I``; ``/proc/self/cmdline`` and ``/proc/self/environ`` show the fork server's
-(``os.environ`` is the agent's own); all agents share the server's string hash seed
-(``random`` is reseeded in every child).
-
-Ownership of fds: ``spawn`` creates the agent's stdin and stdout pipes; the
-orchestrator's ends are returned in ``Launched`` and belong to the caller, who
-closes them. The stderr fd stays the caller's too: the launcher sends a copy.
-
-The fork server dies with the *thread* that started it (PR_SET_PDEATHSIG): call
-``start`` (and ``spawn``, which restarts a dead server) from the main thread or one
-that lives as long as the launcher. The methods themselves hold a lock.
+``spawn`` creates the agent's stdin and stdout pipes; the orchestrator's ends are
+returned in ``Launched`` and belong to the caller. The fork server dies with the
+*thread* that started it (PR_SET_PDEATHSIG): call ``start`` and ``spawn`` from the
+main thread or one that lives as long as the launcher.
 """
 
 from __future__ import annotations
@@ -57,14 +26,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import psutil
 
-from evolve_ai.errors import EvolveError
+from evolve_ai._wire import MAX_MESSAGE
+from evolve_ai.services.launcher import Exited, Launched, LaunchError, LaunchSpec, Usage
 
 # What the default agent template imports (agent_template/src/agent/*.py), plus what a
 # child needs to run it: imported once in the fork server, inherited by every fork.
@@ -76,8 +45,6 @@ DEFAULT_PRELOAD: tuple[str, ...] = (
     "tempfile", "traceback", "typing", "xxhash",
 )
 
-SANDBOXED = "namespaces"
-_MAX_MESSAGE = 1 << 16
 _START_TIMEOUT = 30.0
 # A reply is one fork away; this only bounds a wedged server.
 _REPLY_TIMEOUT = 10.0
@@ -89,61 +56,8 @@ _FD_LIMIT = 1 << 16
 _SERVER_ENV_KEYS = ("LANG", "LC_ALL", "LC_CTYPE")
 
 
-class LaunchError(EvolveError):
-    """An agent could not be launched, or the fork server failed."""
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Resource limits of one agent process; None leaves the inherited one."""
-
-    memory_bytes: int | None  # RLIMIT_AS
-    cpu_seconds: int | None  # RLIMIT_CPU
-    open_files: int | None  # RLIMIT_NOFILE
-    file_size_bytes: int | None  # RLIMIT_FSIZE
-    processes: int | None  # RLIMIT_NPROC: per user, and never binding on root
-
-    def as_tuple(self) -> tuple[int | None, ...]:
-        """In the order the fork server applies them."""
-        return (self.memory_bytes, self.cpu_seconds, self.open_files,
-                self.file_size_bytes, self.processes)
-
-
-@dataclass(frozen=True, slots=True)
-class LaunchSpec:
-    """Everything the fork server needs to become one agent."""
-
-    agent_id: str
-    cwd: str  # the agent directory (absolute)
-    env: dict[str, str]  # the agent's complete environment, already scrubbed
-    limits: Limits
-    writable: tuple[str, ...]  # paths the agent may write (normally (cwd,))
-    readonly_within: tuple[str, ...]  # read-only sub-paths of writable ones
-    pycache_prefix: str | None  # sys.pycache_prefix for the agent
-
-
-@dataclass(frozen=True, slots=True)
-class Launched:
-    """A running agent; ``stdin``/``stdout`` are the caller's to close."""
-
-    agent_id: str
-    pid: int
-    create_time: float  # psutil's, to recognise the process later
-    stdin: int  # write end of the agent's stdin (non-blocking, close-on-exec)
-    stdout: int  # read end of the agent's stdout (non-blocking, close-on-exec)
-
-
-@dataclass(frozen=True, slots=True)
-class Exited:
-    """An agent that ended; ``returncode`` is -signal when killed, as in subprocess."""
-
-    agent_id: str
-    pid: int
-    returncode: int
-
-
-class Launcher:
-    """Client of the fork server: spawn agents, hear of their exits.
+class ForkServerLauncher:
+    """Client of the fork server: spawn agents, hear of their exits (a ``Launcher``).
 
     ``fileno()`` is an epoll fd that stays the same for the launcher's whole life, even
     when a dead fork server is replaced: register it once in a selector.
@@ -166,6 +80,7 @@ class Launcher:
         self._poller: select.epoll | None = None
         self._wake_read = self._wake_write = -1
         self._queued: list[Exited] = []
+        self._measured: dict[int, psutil.Process] = {}  # kept: create_time is read once
 
     # --- Life of the fork server ---------------------------------------------------
 
@@ -317,7 +232,7 @@ class Launcher:
         request = marshal.dumps(("spawn", spec.limits.processes, marshal.dumps((
             spec.agent_id, spec.cwd, spec.env, spec.limits.as_tuple(), spec.writable,
             spec.readonly_within, spec.pycache_prefix))))
-        if len(request) > _MAX_MESSAGE:
+        if len(request) > MAX_MESSAGE:
             raise LaunchError(f"agent {spec.agent_id}: launch request too large "
                               f"({len(request)} bytes; environment too big?)")
         with self._lock:
@@ -375,7 +290,7 @@ class Launcher:
         if self._control is None:
             raise LaunchError("the fork server is not running")
         try:
-            data = self._control.recv(_MAX_MESSAGE)
+            data = self._control.recv(MAX_MESSAGE)
         except TimeoutError:
             data, reason = b"", "does not answer"
         except OSError as error:
@@ -403,6 +318,37 @@ class Launcher:
             code = self._process.wait(1.0)
             return f" (exit status {code})"
         return ""
+
+    def signal_group(self, pid: int, sig: int) -> None:
+        """Signal an agent's process group (each agent leads its own session)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+
+    def measure(self, pids: Collection[int]) -> dict[int, Usage]:
+        """One walk of the process table: processes per agent group, the leader's RSS."""
+        wanted = set(pids)
+        groups = dict.fromkeys(wanted, 0)
+        for process in psutil.process_iter(["pid"]):
+            try:
+                pgid = os.getpgid(process.pid)
+            except OSError:
+                continue
+            if pgid in groups:
+                groups[pgid] += 1
+        for stale in self._measured.keys() - wanted:
+            del self._measured[stale]
+        usage: dict[int, Usage] = {}
+        for pid, count in groups.items():
+            if count == 0:
+                continue  # gone: its exit report is on its way
+            try:
+                process = self._measured.get(pid) or psutil.Process(pid)
+                self._measured[pid] = process
+                rss: int | None = process.memory_info().rss
+            except psutil.Error:
+                rss = None
+            usage[pid] = Usage(count, rss)
+        return usage
 
     # --- Exits -------------------------------------------------------------------------
 
@@ -433,7 +379,7 @@ class Launcher:
             return exits
         while True:
             try:
-                data = self._events.recv(_MAX_MESSAGE)
+                data = self._events.recv(MAX_MESSAGE)
             except BlockingIOError:
                 return exits
             except OSError:

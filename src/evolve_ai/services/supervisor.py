@@ -1,10 +1,10 @@
-"""The supervisor: agent processes, their pipes, stops, crashes and restarts (DESIGN §6-7).
+"""The supervisor: agent processes, their pipes, stops, crashes and restarts.
 
-One selector multiplexes every agent's stdout, the launcher's exit reports
-and a wake-up pipe (signals, pool completions): no thread per agent. Process
-state per agent: stopped -> starting -> running -> (stopping) -> exited or
-backoff. Policy (backoff delays, when to disable) comes from core.backoff;
-this module only applies it.
+One selector multiplexes every agent's stdout, the launcher's exit reports and a
+wake-up pipe (signals, pool completions): no thread per agent. Process state per
+agent: stopped -> starting -> running -> (stopping) -> stopped, backoff or exited.
+Policy (backoff delays, when to disable) is ``core.backoff``'s; processes are the
+launcher's (a ``Launcher``); time is the ``clock``'s, so tests drive both.
 """
 
 from __future__ import annotations
@@ -17,18 +17,38 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-import psutil
-
+from evolve_ai._wire import SANDBOXED
 from evolve_ai.core.backoff import restart_delay, should_disable
-from evolve_ai.core.records import Event
+from evolve_ai.core.records import Event, ProcessState
 from evolve_ai.services.launcher import Exited, Launcher, LaunchError, LaunchSpec
 from evolve_ai.services.protocol import LineReader, encode
 
 MAX_PENDING_OUTPUT = 1 << 20  # bytes queued for an agent that is not reading its stdin
 
 MessageHandler = Callable[[str, dict[str, Any]], None]
+Clock = Callable[[], float]
+
+
+class ProcessInfo(NamedTuple):
+    """What the store records of an agent's process."""
+
+    state: ProcessState
+    pid: int | None
+    create_time: float | None
+    restarts: int
+
+
+class Sandbox(NamedTuple):
+    """How agents are confined, as the launcher reported it when it started."""
+
+    status: str  # "namespaces", or "rlimits only: <reason>"
+    processes: str  # "pids cgroup", or "no pids cgroup: <reason>"
+
+    @property
+    def degraded(self) -> bool:
+        return self.status != SANDBOXED
 
 
 @dataclass(slots=True)
@@ -36,7 +56,7 @@ class AgentProcess:
     """What the supervisor knows of one agent's process."""
 
     agent_id: str
-    state: str = "stopped"  # stopped, starting, running, backoff, exited
+    state: ProcessState = "stopped"
     pid: int | None = None
     create_time: float | None = None
     stdin: int | None = None
@@ -50,9 +70,6 @@ class AgentProcess:
     stopping: str | None = None  # why a stop was asked: restart, turn, shutdown, quarantined...
     term_at: float = 0.0
     kill_at: float = 0.0
-    stop_at: float = 0.0
-    turns: int = 0  # passes run in the current turn
-    last_ran: float = 0.0
     reported_malformed: int = 0
     dirty: bool = True  # to be saved
 
@@ -71,18 +88,19 @@ class SupervisorSettings:
 
 class Supervisor:
     def __init__(self, launcher: Launcher, settings: SupervisorSettings,
-                 on_message: MessageHandler) -> None:
+                 on_message: MessageHandler, clock: Clock = time.monotonic) -> None:
         self.launcher = launcher
         self.settings = settings
         self.on_message = on_message
-        self.agents: dict[str, AgentProcess] = {}
-        self.events: list[Event] = []
-        self.selector = selectors.DefaultSelector()
+        self.clock = clock
+        self._blocks = clock is time.monotonic  # on any other clock a wait never sleeps
+        self._agents: dict[str, AgentProcess] = {}
+        self._events: list[Event] = []
+        self._selector = selectors.DefaultSelector()
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.selector.register(self._wake_read, selectors.EVENT_READ, ("wake", ""))
+        self._selector.register(self._wake_read, selectors.EVENT_READ, ("wake", ""))
         self._launcher_registered = False
         self._by_pid: dict[int, str] = {}
-        self._processes: dict[int, psutil.Process] = {}
 
     # -- public -------------------------------------------------------------
 
@@ -95,45 +113,82 @@ class Supervisor:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_write, b"!")
 
-    def get(self, agent_id: str) -> AgentProcess:
-        proc = self.agents.get(agent_id)
+    def restore(self, agent_id: str, restarts: int) -> None:
+        """Take up an agent known from the store (resume): no process, its restart count."""
+        proc = self._get(agent_id)
+        proc.restarts, proc.dirty = restarts, False
+
+    def forget(self, agent_id: str) -> None:
+        """Drop a dead agent's record; only once its process is gone."""
+        proc = self._agents.get(agent_id)
+        if proc is not None and proc.pid is None:
+            del self._agents[agent_id]
+
+    def info(self, agent_id: str) -> ProcessInfo | None:
+        proc = self._agents.get(agent_id)
         if proc is None:
-            proc = self.agents[agent_id] = AgentProcess(agent_id)
+            return None
+        return ProcessInfo(proc.state, proc.pid, proc.create_time, proc.restarts)
+
+    def has_process(self, agent_id: str) -> bool:
+        """Whether the agent has a live process (starting, running or being stopped)."""
+        proc = self._agents.get(agent_id)
+        return proc is not None and proc.pid is not None
+
+    def any_starting(self) -> bool:
+        return any(p.state == "starting" for p in self._agents.values())
+
+    def take_changed(self) -> set[str]:
+        """Agents whose process record changed since the last call (to be saved)."""
+        changed = {a for a, p in self._agents.items() if p.dirty}
+        for agent_id in changed:
+            self._agents[agent_id].dirty = False
+        return changed
+
+    def sandbox(self) -> Sandbox | None:
+        """How agents are confined; None until the launcher has started."""
+        if not self.launcher.alive:
+            return None
+        return Sandbox(self.launcher.sandbox_status, self.launcher.pids_status)
+
+    def _get(self, agent_id: str) -> AgentProcess:
+        proc = self._agents.get(agent_id)
+        if proc is None:
+            proc = self._agents[agent_id] = AgentProcess(agent_id)
         return proc
 
     def start(self, spec: LaunchSpec, stderr_fd: int, now: float) -> bool:
         """Launch an agent; False (and a crash) if the launcher refuses."""
         if not self._launcher_registered:
             self.launcher.start()
-            self.selector.register(self.launcher.fileno(), selectors.EVENT_READ, ("exits", ""))
+            self._selector.register(self.launcher.fileno(), selectors.EVENT_READ, ("exits", ""))
             self._launcher_registered = True
-        proc = self.get(spec.agent_id)
+        proc = self._get(spec.agent_id)
         try:
             launched = self.launcher.spawn(spec, stderr_fd)
         except LaunchError as exc:
-            self._event("crashed", proc, now, reason=f"launch failed: {exc}", level="warning")
+            self._event("crashed", proc, reason=f"launch failed: {exc}", level="warning")
             self._after_crash(proc, now)
             return False
         proc.state, proc.pid, proc.create_time = "starting", launched.pid, launched.create_time
         proc.stdin, proc.reader = launched.stdin, LineReader(launched.stdout)
         proc.output.clear()
         proc.started_at, proc.hello_at, proc.stopping = now, None, None
-        proc.turns, proc.last_ran, proc.reported_malformed = 0, now, 0
+        proc.reported_malformed = 0
         proc.dirty = True
         self._by_pid[launched.pid] = spec.agent_id
-        self.selector.register(launched.stdout, selectors.EVENT_READ, ("out", spec.agent_id))
-        self._event("started", proc, now, pid=launched.pid, level="debug")
+        self._selector.register(launched.stdout, selectors.EVENT_READ, ("out", spec.agent_id))
+        self._event("started", proc, pid=launched.pid, level="debug")
         return True
 
     def stop(self, agent_id: str, reason: str, now: float) -> None:
         """Polite stop now, SIGTERM to the group halfway through stop_timeout, SIGKILL at it."""
-        proc = self.agents.get(agent_id)
+        proc = self._agents.get(agent_id)
         if proc is None or proc.pid is None or proc.stopping is not None:
             if proc is not None and proc.state == "backoff":
                 proc.state, proc.dirty = "stopped", True
             return
         proc.stopping = reason
-        proc.stop_at = now
         self.send(agent_id, {"type": "stop"})
         self._flush(proc)
         self._close_stdin(proc)
@@ -142,7 +197,7 @@ class Supervisor:
 
     def send(self, agent_id: str, *messages: dict[str, Any]) -> bool:
         """Queue messages for an agent and write what its pipe takes (one write for all)."""
-        proc = self.agents.get(agent_id)
+        proc = self._agents.get(agent_id)
         if proc is None or proc.stdin is None:
             return False
         if len(proc.output) > MAX_PENDING_OUTPUT:
@@ -154,41 +209,44 @@ class Supervisor:
 
     def running(self) -> list[str]:
         """Agents that said hello and are not being stopped."""
-        return [a for a, p in self.agents.items()
+        return [a for a, p in self._agents.items()
                 if p.state == "running" and p.stopping is None]
 
     def alive(self) -> list[str]:
-        return [a for a, p in self.agents.items() if p.pid is not None]
+        return [a for a, p in self._agents.items() if p.pid is not None]
 
     def wait(self, timeout: float) -> None:
-        """Serve I/O and timers for up to ``timeout`` seconds (returns early when woken)."""
-        deadline = time.monotonic() + max(0.0, timeout)
+        """Serve I/O and timers for up to ``timeout`` seconds (returns early when woken).
+
+        On a clock other than ``time.monotonic`` (a stub's) it never sleeps: it serves
+        what is ready, and loops until that clock passes the deadline.
+        """
+        deadline = self.clock() + max(0.0, timeout)
         while True:
-            now = time.monotonic()
+            now = self.clock()
             self.tick(now)
-            remaining = deadline - now
-            if remaining <= 0:
-                return
-            ready = self.selector.select(min(remaining, self._next_timer(now) - now, 0.5))
+            remaining = max(0.0, deadline - now)
+            timeout = min(remaining, self._next_timer(now) - now, 0.5) if self._blocks else 0
+            ready = self._selector.select(timeout)
             woken = False
             for key, _ in ready:
                 kind, agent_id = key.data
                 if kind == "out":
-                    self._read(agent_id, time.monotonic())
+                    self._read(agent_id, self.clock())
                 elif kind == "in":
-                    self._flush(self.agents[agent_id])
+                    self._flush(self._agents[agent_id])
                 elif kind == "exits":
-                    self._reap(self.launcher.read_exits(), time.monotonic())
+                    self._reap(self.launcher.read_exits(), self.clock())
                 else:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_read, 4096)
                     woken = True
-            if woken:
+            if woken or self.clock() >= deadline:
                 return
 
     def tick(self, now: float) -> None:
         """Timers: stop escalation, hello deadlines."""
-        for proc in list(self.agents.values()):
+        for proc in list(self._agents.values()):
             if proc.pid is None:
                 continue
             if proc.stopping is not None:
@@ -199,7 +257,7 @@ class Supervisor:
                     self._signal_group(proc, signal.SIGTERM)
                     proc.term_at = 0.0
             elif proc.state == "starting" and now - proc.started_at > self.settings.hello_timeout:
-                self._event("hung", proc, now, reason="no hello", level="warning")
+                self._event("hung", proc, reason="no hello", level="warning")
                 self.kill(proc.agent_id, "no hello", now)
             elif (proc.state == "running" and proc.crashes
                   and now - proc.started_at >= self.settings.stable_after):
@@ -207,7 +265,7 @@ class Supervisor:
 
     def kill(self, agent_id: str, reason: str, now: float) -> None:
         """End an agent at once (a crash unless already stopping)."""
-        proc = self.agents.get(agent_id)
+        proc = self._agents.get(agent_id)
         if proc is None or proc.pid is None:
             return
         if proc.stopping is None:
@@ -218,7 +276,7 @@ class Supervisor:
 
     def ready_to_restart(self, agent_id: str, now: float) -> bool:
         """May this agent be started now? Not while it runs, waits out a backoff, or is spent."""
-        proc = self.agents.get(agent_id)
+        proc = self._agents.get(agent_id)
         if proc is None:
             return True
         if proc.pid is not None or proc.state == "exited":
@@ -226,68 +284,55 @@ class Supervisor:
         return proc.state != "backoff" or now >= proc.backoff_until
 
     def monitor(self, now: float) -> None:
-        """Measure every live agent with psutil; kill those over their limits."""
-        groups: dict[int, int] = {}
-        for process in psutil.process_iter(["pid"]):
-            try:
-                pgid = os.getpgid(process.pid)
-            except OSError:
-                continue
-            if pgid in self._by_pid:
-                groups[pgid] = groups.get(pgid, 0) + 1
+        """Measure every live agent's process group; kill those over their limits."""
+        usage = self.launcher.measure(self._by_pid.keys())
         for pid, agent_id in list(self._by_pid.items()):
-            proc = self.agents[agent_id]
-            if proc.stopping is not None:
+            proc = self._agents[agent_id]
+            used = usage.get(pid)
+            if proc.stopping is not None or used is None:
                 continue
-            count = groups.get(pid, 0)
-            if count > self.settings.processes:
-                self._event("limit", proc, now, what="processes", value=count, level="warning")
-                self.kill(agent_id, f"{count} processes, over the limit", now)
-                continue
-            try:
-                process = self._processes.get(pid) or psutil.Process(pid)
-                self._processes[pid] = process
-                rss = process.memory_info().rss
-            except psutil.Error:
-                continue
-            if rss > self.settings.memory_bytes:
-                self._event("limit", proc, now, what="memory", value=rss, level="warning")
-                self.kill(agent_id, f"resident memory {rss} bytes, over the limit", now)
+            if used.processes > self.settings.processes:
+                self._event("limit", proc, what="processes", value=used.processes,
+                            level="warning")
+                self.kill(agent_id, f"{used.processes} processes, over the limit", now)
+            elif used.rss is not None and used.rss > self.settings.memory_bytes:
+                self._event("limit", proc, what="memory", value=used.rss, level="warning")
+                self.kill(agent_id, f"resident memory {used.rss} bytes, over the limit", now)
 
     def shutdown(self, now: float, timeout: float) -> None:
         """Stop every agent and wait (at most ``timeout``) until all are gone."""
         for agent_id in self.alive():
             self.stop(agent_id, "shutdown", now)
         deadline = now + timeout + 1.0
-        while self.alive() and time.monotonic() < deadline:
+        while self.alive() and self.clock() < deadline:
             self.wait(0.05)
         for agent_id in self.alive():  # the launcher is gone or slow: kill what is left
-            proc = self.agents[agent_id]
+            proc = self._agents[agent_id]
             self._signal_group(proc, signal.SIGKILL)
             self._forget(proc)
 
     def close(self) -> None:
         self.launcher.close()
-        self.selector.close()
+        self._selector.close()
         for fd in (self._wake_read, self._wake_write):
             with contextlib.suppress(OSError):
                 os.close(fd)
 
     def drain_events(self) -> list[Event]:
-        events, self.events = self.events, []
+        events, self._events = self._events, []
         return events
 
     # -- internals ------------------------------------------------------------
 
     def _next_timer(self, now: float) -> float:
         soonest = now + 0.5
-        for proc in self.agents.values():
+        for proc in self._agents.values():
             if proc.stopping is not None and proc.pid is not None:
                 soonest = min(soonest, proc.term_at or proc.kill_at, proc.kill_at)
         return max(now, soonest)
 
     def _read(self, agent_id: str, now: float) -> None:
-        proc = self.agents[agent_id]
+        proc = self._agents[agent_id]
         reader = proc.reader
         if reader is None:
             return
@@ -297,7 +342,7 @@ class Supervisor:
             elif proc.state == "running":
                 self.on_message(agent_id, message)
         if reader.malformed > proc.reported_malformed:
-            self._event("malformed", proc, now, count=reader.malformed - proc.reported_malformed,
+            self._event("malformed", proc, count=reader.malformed - proc.reported_malformed,
                         level="debug")
             proc.reported_malformed = reader.malformed
         if reader.eof:
@@ -308,17 +353,17 @@ class Supervisor:
             agent_id = self._by_pid.get(exited.pid)
             if agent_id is None:
                 continue
-            proc = self.agents[agent_id]
+            proc = self._agents[agent_id]
             if proc.reader is not None:
                 self._read(agent_id, now)  # last words
             stopping = proc.stopping
             self._forget(proc)
             if stopping is not None and not stopping.startswith("killed"):
                 proc.state = "stopped"
-                self._event("stopped", proc, now, reason=stopping, returncode=exited.returncode,
+                self._event("stopped", proc, reason=stopping, returncode=exited.returncode,
                             level="debug")
                 continue
-            self._event("crashed", proc, now, returncode=exited.returncode,
+            self._event("crashed", proc, returncode=exited.returncode,
                         ran=round(now - proc.started_at, 3),
                         reason=stopping or "exited on its own", level="warning")
             self._after_crash(proc, now)
@@ -330,19 +375,18 @@ class Supervisor:
         proc.dirty = True
         if should_disable(proc.crashes, self.settings.max_restarts):
             proc.state = "exited"
-            self._event("disabled", proc, now,
+            self._event("disabled", proc,
                         reason=f"crashed {proc.crashes} times in a row", level="warning")
             return
         delay = restart_delay(proc.crashes, self.settings.backoff_initial,
                               self.settings.backoff_max)
         proc.state, proc.backoff_until = "backoff", now + delay
         proc.restarts += 1
-        self._event("restarted", proc, now, delay=delay, crashes=proc.crashes, level="info")
+        self._event("restarted", proc, delay=delay, crashes=proc.crashes, level="info")
 
     def _forget(self, proc: AgentProcess) -> None:
         if proc.pid is not None:
             self._by_pid.pop(proc.pid, None)
-            self._processes.pop(proc.pid, None)
         self._close_stdout(proc)
         self._close_stdin(proc)
         proc.pid = proc.create_time = None
@@ -368,11 +412,11 @@ class Supervisor:
     def _watch_writes(self, proc: AgentProcess, want: bool) -> None:
         if proc.stdin is None:
             return
-        registered = proc.stdin in self.selector.get_map()
+        registered = proc.stdin in self._selector.get_map()
         if want and not registered:
-            self.selector.register(proc.stdin, selectors.EVENT_WRITE, ("in", proc.agent_id))
+            self._selector.register(proc.stdin, selectors.EVENT_WRITE, ("in", proc.agent_id))
         elif not want and registered:
-            self.selector.unregister(proc.stdin)
+            self._selector.unregister(proc.stdin)
 
     def _close_stdin(self, proc: AgentProcess) -> None:
         if proc.stdin is None:
@@ -386,18 +430,16 @@ class Supervisor:
         if proc.reader is None:
             return
         with contextlib.suppress(KeyError, ValueError):
-            self.selector.unregister(proc.reader.fd)
+            self._selector.unregister(proc.reader.fd)
         with contextlib.suppress(OSError):
             os.close(proc.reader.fd)
         proc.reader = None
 
     def _signal_group(self, proc: AgentProcess, sig: int) -> None:
-        if proc.pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
+        if proc.pid is not None:
+            self.launcher.signal_group(proc.pid, sig)
 
-    def _event(self, kind: str, proc: AgentProcess, now: float, **data: Any) -> None:
-        del now  # events carry wall-clock time; ``now`` is monotonic
-        self.events.append(Event(kind=kind, time=time.time(), agent=proc.agent_id,
-                                 data=tuple(data.items())))
+    def _event(self, kind: str, proc: AgentProcess, **data: Any) -> None:
+        # Events carry wall-clock time, for people; the clock is monotonic.
+        self._events.append(Event(kind=kind, time=time.time(), agent=proc.agent_id,
+                                  data=tuple(data.items())))

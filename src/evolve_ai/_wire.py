@@ -1,0 +1,12 @@
+"""The fork server's wire contract, shared by the server and its client.
+
+Import-free on purpose: the fork server imports it before any agent is forked, and
+every module it holds is a page each child may copy.
+"""
+
+SANDBOXED = "namespaces"  # the sandbox status when every namespace layer is in force
+MAX_MESSAGE = 1 << 16  # bytes in one SOCK_SEQPACKET message, either way
+# An events message stays far below MAX_MESSAGE: an exit report is well under 200 bytes.
+REPORTS_PER_MESSAGE = 256
+# Setup failures of a child exit with this status, like a shell's "command not found".
+SETUP_FAILED = 127
