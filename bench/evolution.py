@@ -14,9 +14,9 @@ Each run happens in a fresh directory under ``tempfile.mkdtemp()`` (removed
 at the end unless ``--keep``), through the ``evolve`` command line only:
 
 1. ``evolve --root DIR -q init N --seed S [--template T]``;
-2. ``evolve.toml`` edited with tomlkit: ``[population] size = N``,
-   ``[selection] strategy``, ``[lifecycle] interval`` (``--interval``), then
-   every ``--set KEY=VALUE`` (dotted keys, TOML values);
+2. ``evolve.toml`` edited with ``evolve_ai.testing.set_config`` (comments kept):
+   ``[population] size = N``, ``[selection] strategy``, ``[lifecycle] interval``
+   (``--interval``), then every ``--set KEY=VALUE`` (dotted keys, TOML values);
 3. ``evolve --root DIR -q life-cycle --generations G --seed S``, wall-clock
    timed (this is the "wall s" column);
 4. ``evolve --root DIR status --json``: its ``history`` gives the measured
@@ -29,8 +29,9 @@ The same seeds are used for every strategy and length, so the three
 strategies start from the same population. Runs are sequential: nothing else
 should compete for the two cores (the life cycle answers tasks on a deadline).
 
-The optimum comes from ``bench/optimum.py`` (same template, same energy cost,
-4000 tasks, seed 1), in two forms:
+The optimum comes from ``evolve_ai.environments.landscape`` as
+``bench/optimum.py`` prints it (same template, same energy cost, 4000 tasks,
+seed 1), in two forms:
 
 * ``optimum (immortal)``: stateful genes keep their state over the whole
   sample, the best an agent that never restarts could score;
@@ -111,19 +112,19 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench._cli import positive_float, positive_int
 from bench._procs import sweep
-from bench.optimum import (
-    DEFAULT_TEMPLATE,
+from bench.optimum import DEFAULT_TEMPLATE
+
+from evolve_ai.core import genome as genome_codec
+from evolve_ai.core.catalogue import Catalogue
+from evolve_ai.environments.landscape import (
     OptimumResult,
     expressed_genes,
     load_catalogue,
     optimum,
 )
-
-from evolve_ai.core import genome as genome_codec
-from evolve_ai.core.catalogue import Catalogue
 from evolve_ai.errors import EvolveError
 from evolve_ai.services.config import Config
-from evolve_ai.testing import evolve_command
+from evolve_ai.testing import evolve_command, set_config
 
 STRATEGIES = ("truncation", "tournament", "none")
 SELECTING = ("truncation", "tournament")
@@ -292,21 +293,6 @@ def checked(result: subprocess.CompletedProcess[str], what: str) -> str:
     return result.stdout
 
 
-def configure(root: Path, values: Mapping[str, Any]) -> None:
-    """Set dotted keys in ``root/evolve.toml``, keeping its comments."""
-    path = root / "evolve.toml"
-    document = tomlkit.parse(path.read_text(encoding="utf-8"))
-    for dotted, value in values.items():
-        section, _, name = dotted.rpartition(".")
-        table: Any = document
-        for part in section.split(".") if section else ():
-            if part not in table:
-                table[part] = tomlkit.table()
-            table = table[part]
-        table[name] = value
-    path.write_text(tomlkit.dumps(document), encoding="utf-8")
-
-
 def living_genes(root: Path, catalogue: Catalogue) -> list[tuple[str, ...]]:
     """The expressed genes of every agent directory left in the workspace."""
     genes = []
@@ -344,7 +330,7 @@ def run_one(spec: RunSpec, settings: Mapping[str, Any], template: Path | None,
         checked(evolve(root, *init), f"evolve init {spec.agents}")
         catalogue = load_catalogue(root / "agent_template")
         initial = [reference.evaluate(genes).fitness for genes in living_genes(root, catalogue)]
-        configure(root, {"population.size": spec.agents, "selection.strategy": spec.strategy,
+        set_config(root, {"population.size": spec.agents, "selection.strategy": spec.strategy,
                          **settings})
         started = time.perf_counter()
         checked(evolve(root, "-q", "life-cycle", "--generations", str(spec.generations),
@@ -629,7 +615,7 @@ def run_soak(args: argparse.Namespace) -> int:
         print(f"cpus {os.cpu_count()}  init {args.soak_agents} agents in "
               f"{time.perf_counter() - started:.1f} s; settings: "
               + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())), flush=True)
-        configure(root, settings)
+        set_config(root, settings)
         env = dict(os.environ)
         env.pop("EVOLVE_ROOT", None)
         with (root / "soak.out").open("wb") as log:

@@ -6,18 +6,40 @@ subprocess. Example::
     template = write_template(tmp_path / "tpl", {"alpha": "def f(terms):\\n    return 1\\n"})
     result = run_evolve(tmp_path / "ws", "init", "5", "--template", str(template))
     assert result.returncode == 0
+
+A life cycle in the background, quick settings, its events::
+
+    root = init_workspace(tmp_path / "ws", 4, template=template, settings=FAST_SETTINGS)
+    set_config(root, {"selection.strategy": "none"})
+    proc = start_life_cycle(root)
+    try:
+        wait_until(lambda: status_json(root)["counts"]["running"] == 4, 30, "4 running")
+    finally:
+        stop_life_cycle(proc)
+    assert read_events(root, "started")
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
+
+import msgpack
+import psutil
+import tomlkit
+from tomlkit.container import Container
+from tomlkit.items import Table
+
+from evolve_ai.services.files import atomic_write
 
 #: A core runtime that speaks just enough of the protocol: hello, answers with the
 #: first registry function that returns a value, stops on "stop" or EOF.
@@ -93,13 +115,18 @@ def run_evolve(
     timeout: float = 300.0,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``evolve --root ROOT ARGS...`` and capture its output (no TTY: quiet, as in cron)."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("EVOLVE_ROOT", None)
     return subprocess.run(
         [*evolve_command(), "--root", str(root), *args],
-        capture_output=True, text=True, env=full_env, timeout=timeout,
+        capture_output=True, text=True, env=_environment(env), timeout=timeout,
         stdin=subprocess.DEVNULL, check=False,
     )
+
+
+def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
+    """This process's environment plus ``env``, without EVOLVE_ROOT (``--root`` says it)."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("EVOLVE_ROOT", None)
+    return full_env
 
 
 def status_json(root: Path) -> dict[str, Any]:
@@ -119,3 +146,167 @@ def snapshot(root: Path) -> dict[str, bytes]:
         path.relative_to(root).as_posix(): path.read_bytes()
         for path in sorted(root.rglob("*")) if path.is_file()
     }
+
+
+# --- workspaces and their evolve.toml ---------------------------------------------------
+
+#: Settings for a life cycle that turns fast, for tests: a pass every 0.1 s, a crashed
+#: agent restarted after 0.2 s (doubling up to 1 s) and disabled after 3 crashes in a row.
+FAST_SETTINGS: Mapping[str, object] = MappingProxyType({
+    "lifecycle.interval": 0.1,
+    "supervisor.stop_timeout": 2.0,
+    "supervisor.backoff_initial": 0.2,
+    "supervisor.backoff_max": 1.0,
+    "supervisor.max_restarts": 3,
+    "supervisor.stable_after": 30.0,
+})
+
+
+def set_config(root: Path, values: Mapping[str, object]) -> None:
+    """Set dotted keys in ``root/evolve.toml``, its formatting and comments kept.
+
+    ``{"lifecycle.interval": 0.1, "hooks": ["mod:fn"]}`` sets a key of a table
+    (made when missing) or a top-level key; a mapping as value is a whole table;
+    ``None`` removes the key (TOML has no null; KeyError when it is absent). A
+    missing file starts empty. The file is replaced atomically: a life cycle
+    reloading it on SIGHUP reads the old text or the new one, never a mix.
+    """
+    path = root / "evolve.toml"
+    try:
+        document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        document = tomlkit.document()
+    for dotted, value in values.items():
+        *sections, name = dotted.split(".")
+        table: Container | Table = document
+        for section in sections:
+            if section not in table:
+                table[section] = tomlkit.table()
+            child = table[section]
+            if not isinstance(child, Table):
+                raise ValueError(f"{path}: cannot set {dotted!r}: {section!r} is not a table")
+            table = child
+        if value is None:
+            del table[name]
+        else:
+            table[name] = value
+    atomic_write(path, tomlkit.dumps(document).encode("utf-8"), durable=False)
+
+
+def init_workspace(
+    root: Path,
+    count: int,
+    *,
+    template: Path | None = None,
+    seed: int | None = None,
+    settings: Mapping[str, object] | None = None,
+) -> Path:
+    """``evolve init COUNT`` in ``root`` (AssertionError if it fails), then ``settings``.
+
+    ``settings`` go through ``set_config``; returns ``root``.
+    """
+    args = ["init", str(count)]
+    if template is not None:
+        args += ["--template", str(template)]
+    if seed is not None:
+        args += ["--seed", str(seed)]
+    result = run_evolve(root, *args)
+    if result.returncode != 0:
+        raise AssertionError(f"evolve init failed ({result.returncode}): {result.stderr}")
+    if settings:
+        set_config(root, settings)
+    return root
+
+
+def write_genome(agent: Path, active: Mapping[str, Sequence[str]]) -> None:
+    """Write ``agent/genome.bin`` as the agent itself would (the genome is the agent's).
+
+    ``active`` maps a template file (``"src/agent/alpha.py"``) to the functions
+    expressed in it; every file left out is off.
+    """
+    files = [{"path": path, "active": True, "functions": dict.fromkeys(names, True)}
+             for path, names in active.items()]
+    data = msgpack.packb({"schema": 1, "files": files, "mutations": 0, "state": {}},
+                         use_bin_type=True)
+    tmp = agent / ".genome.tmp"
+    tmp.write_bytes(data)
+    tmp.replace(agent / "genome.bin")
+
+
+# --- a life cycle in the background ------------------------------------------------------
+
+
+def start_life_cycle(
+    root: Path, *args: str, env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[str]:
+    """Start ``evolve --root ROOT life-cycle ARGS...``; its stdout and stderr are pipes.
+
+    Stop it with ``stop_life_cycle`` (in a ``finally``).
+    """
+    return subprocess.Popen(
+        [*evolve_command(), "--root", str(root), "life-cycle", *args],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_environment(env),
+    )
+
+
+def stop_life_cycle(proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    """SIGTERM, then wait; AssertionError (with its stderr) unless it exits 0 in time.
+
+    A life cycle still running after ``timeout`` seconds is killed.
+    """
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"the life cycle was still running {timeout} s after SIGTERM"
+                             ) from None
+    if code != 0:
+        stderr = proc.stderr.read() if proc.stderr else ""
+        raise AssertionError(f"the life cycle exited with {code}: {stderr}")
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str,
+               interval: float = 0.1) -> None:
+    """Call ``predicate`` every ``interval`` seconds until it is true; AssertionError after
+    ``timeout`` seconds, naming ``what`` was awaited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def read_events(root: Path, event: str | None = None, *,
+                agent: str | None = None) -> list[dict[str, Any]]:
+    """The events of ``logs/evolve.jsonl`` in order, those named ``event`` of ``agent`` if given.
+
+    A last line still being written is left out; no log yet means no event.
+    """
+    try:
+        text = (root / "logs" / "evolve.jsonl").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    lines = text.splitlines()
+    if not text.endswith("\n"):
+        lines = lines[:-1]
+    found: list[dict[str, Any]] = [json.loads(line) for line in lines]
+    return [e for e in found
+            if (event is None or e["event"] == event)
+            and (agent is None or e.get("agent") == agent)]
+
+
+def agent_processes(root: Path) -> list[psutil.Process]:
+    """Processes whose working directory is inside the workspace's ``agents/``."""
+    found = []
+    agents = str(root / "agents")
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if process.cwd().startswith(agents):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found

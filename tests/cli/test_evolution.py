@@ -9,18 +9,29 @@ from typing import Any
 
 import msgpack
 
-from evolve_ai.testing import run_evolve, status_json, write_template
-from tests.cli.test_life_cycle import FAST, agent_processes, configure, events, start, wait_until
-from tests.cli.test_life_cycle_failures import set_genome, stop
+from evolve_ai.testing import (
+    FAST_SETTINGS,
+    agent_processes,
+    init_workspace,
+    read_events,
+    run_evolve,
+    set_config,
+    start_life_cycle,
+    status_json,
+    stop_life_cycle,
+    wait_until,
+    write_genome,
+    write_template,
+)
 
-QUICK = FAST + "[selection]\nevery = 2\nmin_evaluations = 4\n[evaluation]\ntasks_per_pass = 4\n"
+QUICK = {**FAST_SETTINGS, "selection.every": 2, "selection.min_evaluations": 4,
+         "evaluation.tasks_per_pass": 4}
 
 
 def run(root: Path, strategy: str, generations: int, seed: str = "11") -> dict[str, Any]:
     """Run the life cycle with a population the size of the workspace's."""
     size = sum(1 for _ in (root / "agents").iterdir())
-    configure(root, QUICK)
-    configure(root, f"[population]\nsize = {size}\n[selection]\nstrategy = '{strategy}'\n")
+    set_config(root, {**QUICK, "population.size": size, "selection.strategy": strategy})
     result = run_evolve(root, "life-cycle", "--generations", str(generations), "--seed", seed)
     assert result.returncode == 0, result.stderr
     return status_json(root)
@@ -30,8 +41,7 @@ def test_selection_raises_fitness_above_the_control(tmp_path: Path) -> None:
     """Two populations from one seed: truncation ends fitter than no selection."""
     finals = {}
     for strategy in ("truncation", "none"):
-        root = tmp_path / strategy
-        assert run_evolve(root, "init", "24", "--seed", "5").returncode == 0
+        root = init_workspace(tmp_path / strategy, 24, seed=5)
         status = run(root, strategy, 8)
         history = status["history"]
         assert [h["generation"] for h in history] == list(range(9))
@@ -50,8 +60,7 @@ def test_selection_raises_fitness_above_the_control(tmp_path: Path) -> None:
 
 
 def test_births_record_parents_and_the_dead_stay_queryable(tmp_path: Path) -> None:
-    root = tmp_path / "ws"
-    assert run_evolve(root, "init", "16", "--seed", "3").returncode == 0
+    root = init_workspace(tmp_path / "ws", 16, seed=3)
     status = run(root, "truncation", 3)
     assert status["counts"]["dead"] > 0
     db = sqlite3.connect(root / "workspace" / "evolve.db")
@@ -64,7 +73,7 @@ def test_births_record_parents_and_the_dead_stay_queryable(tmp_path: Path) -> No
         shown = json.loads(run_evolve(root, "show", agent_id, "--json").stdout)
         assert shown["status"] == "dead"
         assert shown["genome"]["schema"] == 1  # the genome outlives the agent
-    born = {e["agent"]: e for e in events(root) if e["event"] == "born"}
+    born = {e["agent"]: e for e in read_events(root) if e["event"] == "born"}
     for child, parent, generation, _ in children:
         assert born[child]["parent"] == parent
         assert generation >= 1
@@ -73,7 +82,7 @@ def test_births_record_parents_and_the_dead_stay_queryable(tmp_path: Path) -> No
         assert line["ancestry"][-1]["parent"] is None  # back to a founder
         assert child in json.loads(run_evolve(root, "lineage", parent, "--json")
                                    .stdout)["children"]
-    died = [e for e in events(root) if e["event"] == "died"]
+    died = [e for e in read_events(root) if e["event"] == "died"]
     assert {e["agent"] for e in died} == set(dead)
     elite = sorted((root / "workspace" / "commons" / "elite").glob("*.bin"))
     assert elite and all(msgpack.unpackb(p.read_bytes())["schema"] == 1 for p in elite)
@@ -82,9 +91,7 @@ def test_births_record_parents_and_the_dead_stay_queryable(tmp_path: Path) -> No
 def test_the_orchestrator_never_rewrites_a_genome(tmp_path: Path) -> None:
     """With agents that never mutate, every genome on disk is as born: bytes and inode."""
     template = write_template(tmp_path / "tpl")  # the minimal runtime never mutates
-    root = tmp_path / "ws"
-    assert run_evolve(root, "init", "12", "--template", str(template), "--seed", "2"
-                      ).returncode == 0
+    root = init_workspace(tmp_path / "ws", 12, template=template, seed=2)
     before = {p.name: ((p / "genome.bin").read_bytes(), (p / "genome.bin").stat().st_ino)
               for p in (root / "agents").iterdir()}
     run(root, "truncation", 3)
@@ -100,29 +107,27 @@ def test_the_orchestrator_never_rewrites_a_genome(tmp_path: Path) -> None:
 
 def test_an_agents_own_mutation_is_picked_up_resynced_and_restarted(tmp_path: Path) -> None:
     template = write_template(tmp_path / "tpl")
-    root = tmp_path / "ws"
-    assert run_evolve(root, "init", "3", "--template", str(template), "--seed", "4"
-                      ).returncode == 0
-    configure(root, FAST + "[population]\nsize = 3\n[selection]\nstrategy = 'none'\n")
+    root = init_workspace(tmp_path / "ws", 3, template=template, seed=4, settings={
+        **FAST_SETTINGS, "population.size": 3, "selection.strategy": "none"})
     agent = sorted((root / "agents").iterdir())[0]
-    set_genome(agent, {"src/agent/alpha.py": ["last"]})
-    proc = start(root)
+    write_genome(agent, {"src/agent/alpha.py": ["last"]})
+    proc = start_life_cycle(root)
     try:
         wait_until(lambda: status_json(root)["counts"]["running"] == 3, 30, "running")
         first_pid = json.loads(run_evolve(root, "show", agent.name, "--json").stdout)["pid"]
-        set_genome(agent, {"src/agent/beta.py": ["step"], "src/agent/alpha.py": ["double"]})
+        write_genome(agent, {"src/agent/beta.py": ["step"], "src/agent/alpha.py": ["double"]})
         wait_until(lambda: sum(e["event"] == "mutated" and e["agent"] == agent.name
-                               for e in events(root)) == 2, 10, "mutated")
+                               for e in read_events(root)) == 2, 10, "mutated")
         wait_until(lambda: json.loads(run_evolve(root, "show", agent.name, "--json").stdout)
                    ["pid"] not in (None, first_pid), 10, "a restart")
     finally:
-        stop(proc)
-    mutated = [e for e in events(root) if e["event"] == "mutated" and e["agent"] == agent.name][-1]
+        stop_life_cycle(proc)
+    mutated = read_events(root, "mutated", agent=agent.name)[-1]
     assert mutated["genes"] == ["src/agent/alpha.py:double", "src/agent/alpha.py:last",
                                 "src/agent/beta.py", "src/agent/beta.py:step"]
     main = (agent / "src" / "agent" / "main.py").read_text()
     assert '"alpha.double": alpha.double' in main and '"beta.step": beta.step' in main
     assert '"alpha.last"' not in main
-    stops = [e for e in events(root) if e["event"] == "stopped" and e["agent"] == agent.name]
+    stops = read_events(root, "stopped", agent=agent.name)
     assert stops and all(s["reason"] in ("restart", "shutdown") for s in stops)
     assert stops[-2]["reason"] == "restart"

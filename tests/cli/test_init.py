@@ -16,7 +16,17 @@ import tomlkit
 
 from evolve_ai.core.catalogue import INIT_PATH, MAIN_PATH
 from evolve_ai.services.config import render_default
-from evolve_ai.testing import evolve_command, run_evolve, snapshot, status_json, write_template
+from evolve_ai.testing import (
+    evolve_command,
+    init_workspace,
+    read_events,
+    run_evolve,
+    set_config,
+    snapshot,
+    status_json,
+    write_template,
+)
+from tests.helpers import hold_lock
 
 TEMPLATE_MODULES = {"alpha": "def last(terms):\n    return terms[-1]\n",
                     "beta": "def first(terms):\n    return terms[0]\n\n\n"
@@ -62,8 +72,7 @@ def test_init_in_an_empty_directory_builds_the_whole_workspace(tmp_path: Path) -
     lines = (root / "logs" / "initialization_log.txt").read_text().splitlines()
     assert len(lines) == 12
     assert {line.split()[1] for line in lines} == {a.name for a in agents}
-    events = [json.loads(line) for line in (root / "logs" / "evolve.jsonl").read_text()
-              .splitlines()]
+    events = read_events(root)
     assert sum(1 for e in events if e["event"] == "created") == 12
     status = status_json(root)
     assert status["generation"] == 0
@@ -75,7 +84,7 @@ def test_init_in_an_empty_directory_builds_the_whole_workspace(tmp_path: Path) -
 
 
 def test_show_reports_an_agent(tmp_path: Path, template: Path) -> None:
-    assert run_evolve(tmp_path, "init", "3", "--template", str(template)).returncode == 0
+    init_workspace(tmp_path, 3, template=template)
     agent = agent_dirs(tmp_path)[0].name
     result = run_evolve(tmp_path, "show", agent[:8], "--json")
     assert result.returncode == 0, result.stderr
@@ -131,9 +140,9 @@ def test_bad_counts_are_usage_errors(tmp_path: Path, count: str) -> None:
 
 
 def test_bad_config_is_refused_and_nothing_changes(tmp_path: Path, template: Path) -> None:
-    assert run_evolve(tmp_path, "init", "2", "--template", str(template)).returncode == 0
+    init_workspace(tmp_path, 2, template=template)
     config = tmp_path / "evolve.toml"
-    config.write_text(config.read_text().replace("chunk_size = 100", "chunk_sise = 100"))
+    set_config(tmp_path, {"lifecycle.chunk_size": None, "lifecycle.chunk_sise": 100})
     before = snapshot(tmp_path)
     result = run_evolve(tmp_path, "init", "2")
     assert result.returncode == 1
@@ -144,7 +153,7 @@ def test_bad_config_is_refused_and_nothing_changes(tmp_path: Path, template: Pat
 
 
 def test_bad_config_in_a_fresh_directory_creates_nothing(tmp_path: Path) -> None:
-    (tmp_path / "evolve.toml").write_text("[population]\nsize = 'many'\n")
+    set_config(tmp_path, {"population.size": "many"})
     result = run_evolve(tmp_path, "init", "2")
     assert result.returncode == 1
     assert "population.size must be an integer" in result.stderr
@@ -164,7 +173,7 @@ def test_broken_template_is_refused_naming_the_file(tmp_path: Path, template: Pa
 
 def test_a_different_template_for_an_existing_workspace_is_refused(tmp_path: Path,
                                                                    template: Path) -> None:
-    assert run_evolve(tmp_path / "ws", "init", "1", "--template", str(template)).returncode == 0
+    init_workspace(tmp_path / "ws", 1, template=template)
     other = write_template(tmp_path / "other", {"gamma": "def g(terms):\n    return 0\n"})
     before = snapshot(tmp_path / "ws")
     result = run_evolve(tmp_path / "ws", "init", "1", "--template", str(other))
@@ -189,7 +198,7 @@ def test_status_outside_a_workspace_is_one_line(tmp_path: Path) -> None:
 
 
 def test_a_corrupt_database_is_one_line(tmp_path: Path, template: Path) -> None:
-    assert run_evolve(tmp_path, "init", "1", "--template", str(template)).returncode == 0
+    init_workspace(tmp_path, 1, template=template)
     for suffix in ("", "-wal", "-shm"):
         path = tmp_path / "workspace" / f"evolve.db{suffix}"
         if path.exists():
@@ -202,9 +211,8 @@ def test_a_corrupt_database_is_one_line(tmp_path: Path, template: Path) -> None:
 
 
 def test_init_while_a_life_cycle_holds_the_lock_exits_75(tmp_path: Path, template: Path) -> None:
-    assert run_evolve(tmp_path, "init", "1", "--template", str(template)).returncode == 0
+    init_workspace(tmp_path, 1, template=template)
     from evolve_ai.services.workspace import Workspace
-    from tests.services.test_workspace import hold_lock  # a real holder process
 
     holder = hold_lock(Workspace(tmp_path), "life-cycle")
     try:
@@ -242,7 +250,7 @@ def _wait_for_staging(root: Path, proc: subprocess.Popen[bytes]) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_interrupted_init_lists_no_half_made_agent(tmp_path: Path, template: Path,
                                                    sig: signal.Signals) -> None:
-    assert run_evolve(tmp_path, "init", "3", "--template", str(template)).returncode == 0
+    init_workspace(tmp_path, 3, template=template)
     before = {p.name for p in agent_dirs(tmp_path)}
     proc = _start_init(tmp_path, template, 20000)
     _wait_for_staging(tmp_path, proc)
@@ -263,7 +271,7 @@ def test_interrupted_init_lists_no_half_made_agent(tmp_path: Path, template: Pat
 
 def test_agents_moved_but_never_listed_are_removed(tmp_path: Path, template: Path) -> None:
     """A kill between the move into agents/ and the commit leaves unlisted dirs: debris."""
-    assert run_evolve(tmp_path, "init", "2", "--template", str(template)).returncode == 0
+    init_workspace(tmp_path, 2, template=template)
     orphan = tmp_path / "agents" / "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
     orphan.mkdir()
     (orphan / "genome.bin").write_bytes(b"\x80")
@@ -273,7 +281,7 @@ def test_agents_moved_but_never_listed_are_removed(tmp_path: Path, template: Pat
 
 def test_the_agent_runtime_answers_tasks(tmp_path: Path) -> None:
     """An agent of the bundled template, run as DESIGN §6 says, speaks the protocol."""
-    assert run_evolve(tmp_path, "init", "5", "--seed", "1").returncode == 0
+    init_workspace(tmp_path, 5, seed=1)
     for agent in agent_dirs(tmp_path):
         proc = subprocess.run(
             [sys.executable, "-m", "agent.main"],

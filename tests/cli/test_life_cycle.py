@@ -5,81 +5,31 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
-import psutil
 import pytest
 
-from evolve_ai.testing import evolve_command, run_evolve, status_json
-
-FAST = """
-[lifecycle]
-interval = 0.1
-[supervisor]
-stop_timeout = 2.0
-backoff_initial = 0.2
-backoff_max = 1.0
-max_restarts = 3
-stable_after = 30.0
-"""
-
-
-def configure(root: Path, extra: str = FAST) -> None:
-    """Append settings to the workspace's evolve.toml (tables merged by hand)."""
-    import tomlkit
-
-    document = tomlkit.parse((root / "evolve.toml").read_text())
-    for name, table in tomlkit.parse(extra).items():
-        if isinstance(table, dict):
-            for key, value in table.items():
-                document[name][key] = value
-        else:
-            document[name] = table
-    (root / "evolve.toml").write_text(tomlkit.dumps(document))
-
-
-def agent_processes(root: Path) -> list[psutil.Process]:
-    """Processes whose working directory is inside this workspace's agents/."""
-    found = []
-    agents = str(root / "agents")
-    for process in psutil.process_iter(["pid"]):
-        try:
-            if process.cwd().startswith(agents):
-                found.append(process)
-        except psutil.Error:
-            continue
-    return found
-
-
-def start(root: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*evolve_command(), "--root", str(root), "life-cycle", *args],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def wait_until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def events(root: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in (root / "logs" / "evolve.jsonl").read_text()
-            .splitlines()]
+from evolve_ai.testing import (
+    FAST_SETTINGS,
+    agent_processes,
+    init_workspace,
+    read_events,
+    run_evolve,
+    set_config,
+    start_life_cycle,
+    status_json,
+    stop_life_cycle,
+    wait_until,
+)
 
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Iterator[Path]:
-    root = tmp_path / "ws"
-    assert run_evolve(root, "init", "12", "--seed", "7").returncode == 0
-    configure(root, FAST + "[population]\nsize = 12\n")
+    root = init_workspace(tmp_path / "ws", 12, seed=7,
+                          settings={**FAST_SETTINGS, "population.size": 12})
     yield root
     for process in agent_processes(root):  # never leak into other tests
         process.kill()
@@ -100,7 +50,8 @@ def test_once_evaluates_and_leaves_no_process(workspace: Path) -> None:
     assert shown["evaluations"] > 0
     assert shown["pid"] is None
     # How agents were confined is said once, in the log.
-    [sandbox] = [e for e in events(workspace) if e["event"] in ("sandbox", "sandbox_degraded")]
+    [sandbox] = [e for e in read_events(workspace)
+                 if e["event"] in ("sandbox", "sandbox_degraded")]
     if os.geteuid() == 0:  # root can always make namespaces and cgroups here
         assert (sandbox["sandbox"], sandbox["processes"]) == ("namespaces", "pids cgroup")
     else:
@@ -108,10 +59,9 @@ def test_once_evaluates_and_leaves_no_process(workspace: Path) -> None:
 
 
 def test_sigterm_with_40_agents_running_exits_0_and_leaves_none(tmp_path: Path) -> None:
-    root = tmp_path / "ws"
-    assert run_evolve(root, "init", "40", "--seed", "2").returncode == 0
-    configure(root, FAST + "[population]\nsize = 40\n")
-    proc = start(root)
+    root = init_workspace(tmp_path / "ws", 40, seed=2,
+                          settings={**FAST_SETTINGS, "population.size": 40})
+    proc = start_life_cycle(root)
     try:
         wait_until(lambda: status_json(root)["counts"]["running"] == 40, 30, "40 running")
         assert len(agent_processes(root)) >= 40
@@ -129,7 +79,7 @@ def test_sigterm_with_40_agents_running_exits_0_and_leaves_none(tmp_path: Path) 
 
 def test_kill_9_then_restart_resumes(workspace: Path) -> None:
     genomes = {p.name: (p / "genome.bin").read_bytes() for p in (workspace / "agents").iterdir()}
-    proc = start(workspace)
+    proc = start_life_cycle(workspace)
     wait_until(lambda: status_json(workspace)["counts"]["running"] == 12, 30, "12 running")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
@@ -148,7 +98,7 @@ def test_kill_9_then_restart_resumes(workspace: Path) -> None:
 
 
 def test_a_second_life_cycle_is_refused_with_75(workspace: Path) -> None:
-    proc = start(workspace)
+    proc = start_life_cycle(workspace)
     try:
         wait_until(lambda: (workspace / "workspace" / "evolve.lock").exists()
                    and "life-cycle" in (workspace / "workspace" / "evolve.lock").read_text(),
@@ -160,32 +110,28 @@ def test_a_second_life_cycle_is_refused_with_75(workspace: Path) -> None:
         assert second.stderr.count("\n") == 1
         assert "in use by life-cycle" in second.stderr
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        stop_life_cycle(proc)
 
 
 def test_sighup_reloads_and_refuses_a_bad_file(workspace: Path) -> None:
-    proc = start(workspace)
+    proc = start_life_cycle(workspace)
     try:
         wait_until(lambda: status_json(workspace)["counts"]["running"] == 12, 30, "running")
-        config = workspace / "evolve.toml"
-        good = config.read_text()
-        config.write_text(good + "\n[bogus]\nkey = 1\n")
+        set_config(workspace, {"bogus.key": 1})
         proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: any(e["event"] == "reload_refused" for e in events(workspace)), 10,
-                   "refusal")
-        config.write_text(good.replace("interval = 0.1", "interval = 0.2"))
+        wait_until(lambda: any(e["event"] == "reload_refused" for e in read_events(workspace)),
+                   10, "refusal")
+        set_config(workspace, {"bogus": None, "lifecycle.interval": 0.2})
         proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: any(e["event"] == "config_reloaded" for e in events(workspace)), 10,
-                   "reload")
+        wait_until(lambda: any(e["event"] == "config_reloaded" for e in read_events(workspace)),
+                   10, "reload")
         assert proc.poll() is None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        stop_life_cycle(proc)
 
 
 def test_bad_config_stops_before_anything_runs(workspace: Path) -> None:
-    (workspace / "evolve.toml").write_text("[lifecycle]\ninterval = 'soon'\n")
+    set_config(workspace, {"lifecycle.interval": "soon"})
     result = run_evolve(workspace, "life-cycle", "--once")
     assert result.returncode == 1
     assert "lifecycle.interval must be a number" in result.stderr
@@ -206,7 +152,7 @@ def test_life_cycle_outside_a_workspace(tmp_path: Path) -> None:
 
 
 def test_generations_are_counted_in_history(workspace: Path) -> None:
-    configure(workspace, "[selection]\nevery = 2\n[population]\nsize = 12\n")
+    set_config(workspace, {"selection.every": 2, "population.size": 12})
     result = run_evolve(workspace, "life-cycle", "--generations", "3", "--seed", "4")
     assert result.returncode == 0, result.stderr
     status = status_json(workspace)
@@ -214,7 +160,7 @@ def test_generations_are_counted_in_history(workspace: Path) -> None:
     assert [h["generation"] for h in status["history"]] == [0, 1, 2, 3]
     assert all(h["population"] == 12 for h in status["history"])
     assert all(h["births"] == h["deaths"] for h in status["history"][1:])
-    assert any(e["event"] == "generation" for e in events(workspace))
+    assert any(e["event"] == "generation" for e in read_events(workspace))
     assert agent_processes(workspace) == []
 
 
@@ -225,11 +171,11 @@ def test_hooks_that_raise_or_hang_never_stop_the_loop(workspace: Path, tmp_path:
         "import time\n"
         "def explode(event):\n    raise ValueError('hook bug')\n"
         "def hang(event):\n    time.sleep(3600)\n")
-    configure(workspace, 'hooks = ["badhooks:explode", "badhooks:hang"]\nhook_timeout = 0.3\n'
-                         "[selection]\nevery = 2\n")
+    set_config(workspace, {"hooks": ["badhooks:explode", "badhooks:hang"],
+                           "hook_timeout": 0.3, "selection.every": 2})
     result = run_evolve(workspace, "life-cycle", "--generations", "2",
                         env={"PYTHONPATH": str(hooks)}, timeout=120)
     assert result.returncode == 0, result.stderr
-    seen = {e["event"] for e in events(workspace)}
+    seen = {e["event"] for e in read_events(workspace)}
     assert {"hook_failed", "hook_timeout", "generation"} <= seen
     assert status_json(workspace)["generation"] == 2

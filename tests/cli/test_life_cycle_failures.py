@@ -4,72 +4,60 @@ from __future__ import annotations
 
 import itertools
 import json
-import signal
-import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import msgpack
 import psutil
 import pytest
 
-from evolve_ai.testing import run_evolve, status_json, write_template
-from tests.cli.test_life_cycle import FAST, agent_processes, configure, events, start, wait_until
+from evolve_ai.testing import (
+    FAST_SETTINGS,
+    agent_processes,
+    init_workspace,
+    read_events,
+    run_evolve,
+    set_config,
+    start_life_cycle,
+    status_json,
+    stop_life_cycle,
+    wait_until,
+    write_genome,
+    write_template,
+)
 
 SOLVER = "def last(terms):\n    return terms[-1] if terms else None\n"
 
 
 def make_workspace(tmp_path: Path, modules: dict[str, str], count: int,
-                   extra: str = "") -> Path:
+                   extra: Mapping[str, object] | None = None) -> Path:
     template = write_template(tmp_path / "tpl", {"solver": SOLVER, **modules})
-    root = tmp_path / "ws"
-    result = run_evolve(root, "init", str(count), "--template", str(template), "--seed", "1")
-    assert result.returncode == 0, result.stderr
     # No selection here: these tests watch individual agents, not evolution.
-    configure(root, FAST + f"[population]\nsize = {count}\n[selection]\nstrategy = 'none'\n"
-              + extra)
+    root = init_workspace(tmp_path / "ws", count, template=template, seed=1, settings={
+        **FAST_SETTINGS, "population.size": count, "selection.strategy": "none",
+        **(extra or {})})
     for agent in (root / "agents").iterdir():  # every agent: the solver only
-        set_genome(agent, {"src/agent/solver.py": ["last"]})
+        write_genome(agent, {"src/agent/solver.py": ["last"]})
     return root
-
-
-def set_genome(agent: Path, active: dict[str, list[str]]) -> None:
-    """Write a genome as the agent itself would (it is the agent's to change)."""
-    files = [{"path": path, "active": True, "functions": dict.fromkeys(names, True)}
-             for path, names in active.items()]
-    data = msgpack.packb({"schema": 1, "files": files, "mutations": 0, "state": {}},
-                         use_bin_type=True)
-    tmp = agent / ".genome.tmp"
-    tmp.write_bytes(data)
-    tmp.replace(agent / "genome.bin")
-
-
-def agent_events(root: Path, agent: str, kind: str) -> list[dict[str, Any]]:
-    return [e for e in events(root) if e.get("agent") == agent and e["event"] == kind]
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
 
 
 def test_crash_at_import_backs_off_then_disables_while_others_run(tmp_path: Path) -> None:
     root = make_workspace(tmp_path, {"crashy": "raise RuntimeError('boom at import')\n"
                                                "def f(terms):\n    return 0\n"}, 4)
     victim = sorted(p.name for p in (root / "agents").iterdir())[0]
-    set_genome(root / "agents" / victim, {"src/agent/crashy.py": ["f"]})
-    proc = start(root)
+    write_genome(root / "agents" / victim, {"src/agent/crashy.py": ["f"]})
+    proc = start_life_cycle(root)
     try:
         wait_until(lambda: status_json(root)["counts"]["disabled"] == 1, 30, "disabled")
         assert status_json(root)["counts"]["running"] == 3
     finally:
-        stop(proc)
-    delays = [e["delay"] for e in agent_events(root, victim, "restarted")]
+        stop_life_cycle(proc)
+    delays = [e["delay"] for e in read_events(root, "restarted", agent=victim)]
     assert delays == [0.2, 0.4, 0.8]
-    crashes = agent_events(root, victim, "crashed")
+    crashes = read_events(root, "crashed", agent=victim)
     assert len(crashes) == 4 and all(c["returncode"] == 1 for c in crashes)
-    starts = [float(e["time"]) for e in agent_events(root, victim, "started")]
+    starts = [float(e["time"]) for e in read_events(root, "started", agent=victim)]
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(gap >= delay for gap, delay in zip(gaps, delays, strict=False))
     assert gaps == sorted(gaps)  # the wait grows
@@ -86,16 +74,16 @@ def test_an_agent_that_dies_after_running_a_while_is_restarted(tmp_path: Path) -
             "def f(terms):\n    return None\n")
     root = make_workspace(tmp_path, {"late": late}, 2)
     victim = sorted(p.name for p in (root / "agents").iterdir())[0]
-    set_genome(root / "agents" / victim, {"src/agent/late.py": ["f"],
-                                          "src/agent/solver.py": ["last"]})
-    proc = start(root)
+    write_genome(root / "agents" / victim, {"src/agent/late.py": ["f"],
+                                            "src/agent/solver.py": ["last"]})
+    proc = start_life_cycle(root)
     try:
-        wait_until(lambda: len(agent_events(root, victim, "crashed")) >= 2, 30, "two crashes")
+        wait_until(lambda: len(read_events(root, "crashed", agent=victim)) >= 2, 30, "two crashes")
     finally:
-        stop(proc)
-    crashes = agent_events(root, victim, "crashed")
+        stop_life_cycle(proc)
+    crashes = read_events(root, "crashed", agent=victim)
     assert crashes[0]["returncode"] == 7 and crashes[0]["ran"] >= 0.4
-    assert [e["delay"] for e in agent_events(root, victim, "restarted")][:2] == [0.2, 0.4]
+    assert [e["delay"] for e in read_events(root, "restarted", agent=victim)][:2] == [0.2, 0.4]
 
 
 HOSTILE_GENOMES = {
@@ -139,7 +127,7 @@ def test_hostile_genomes_and_tampered_code_are_quarantined(tmp_path: Path) -> No
 def test_a_running_agent_whose_code_is_tampered_is_stopped(tmp_path: Path) -> None:
     root = make_workspace(tmp_path, {}, 2)
     victim = sorted(p for p in (root / "agents").iterdir())[0]
-    proc = start(root)
+    proc = start_life_cycle(root)
     try:
         wait_until(lambda: status_json(root)["counts"]["running"] == 2, 30, "running")
         (victim / "src" / "agent" / "extra.py").write_text("x = 1\n")
@@ -147,7 +135,7 @@ def test_a_running_agent_whose_code_is_tampered_is_stopped(tmp_path: Path) -> No
         wait_until(lambda: status_json(root)["counts"]["running"] == 1, 10, "stopped")
         assert not [p for p in agent_processes(root) if p.cwd() == str(victim)]
     finally:
-        stop(proc)
+        stop_life_cycle(proc)
 
 
 HOGS = {
@@ -176,12 +164,12 @@ HOGS = {
 
 @pytest.mark.parametrize("kind", sorted(HOGS))
 def test_hogs_are_contained(tmp_path: Path, kind: str) -> None:
-    extra = ("[limits]\nmemory_mb = 200\ncpu_seconds = 2\nprocesses = 8\n"
-             "[evaluation]\nanswer_timeout = 1.0\n")
+    extra = {"limits.memory_mb": 200, "limits.cpu_seconds": 2, "limits.processes": 8,
+             "evaluation.answer_timeout": 1.0}
     root = make_workspace(tmp_path, {"hog": HOGS[kind]}, 3, extra)
     victim = sorted(p.name for p in (root / "agents").iterdir())[0]
-    set_genome(root / "agents" / victim, {"src/agent/hog.py": ["hog"]})
-    proc = start(root)
+    write_genome(root / "agents" / victim, {"src/agent/hog.py": ["hog"]})
+    proc = start_life_cycle(root)
     orchestrator = psutil.Process(proc.pid)
     peak = 0
     most_processes = 0  # of the victim, for the fork bomb
@@ -194,11 +182,11 @@ def test_hogs_are_contained(tmp_path: Path, kind: str) -> None:
                 # for a user): it never gets past it, and the others never notice.
                 most_processes = max(most_processes, len(
                     [p for p in agent_processes(root) if _cwd(p) == str(root / "agents" / victim)]))
-                done = agent_events(root, victim, "crashed") or most_processes >= 8
+                done = read_events(root, "crashed", agent=victim) or most_processes >= 8
             elif kind == "flood":
-                done = [e for e in events(root) if e["event"] == "pass_done"][5:]
+                done = [e for e in read_events(root) if e["event"] == "pass_done"][5:]
             else:
-                done = agent_events(root, victim, "crashed")
+                done = read_events(root, "crashed", agent=victim)
             if done:
                 break
             time.sleep(0.05)
@@ -214,7 +202,7 @@ def test_hogs_are_contained(tmp_path: Path, kind: str) -> None:
                    "the others running")
         assert proc.poll() is None
     finally:
-        stop(proc)
+        stop_life_cycle(proc)
     assert peak < 200 * 1024 * 1024
     assert agent_processes(root) == []
     if kind == "forks":
@@ -232,9 +220,9 @@ def _cwd(process: psutil.Process) -> str:
 
 def test_above_max_running_agents_take_turns(tmp_path: Path) -> None:
     root = make_workspace(tmp_path, {}, 6)
-    configure(root, "[lifecycle]\nmax_running = 2\nturn_passes = 2\n")
+    set_config(root, {"lifecycle.max_running": 2, "lifecycle.turn_passes": 2})
     ids = {agent.name for agent in (root / "agents").iterdir()}
-    proc = start(root)
+    proc = start_life_cycle(root)
     most, turns_of = 0, dict.fromkeys(ids, 0)
     try:
         deadline = time.monotonic() + 60
@@ -243,31 +231,31 @@ def test_above_max_running_agents_take_turns(tmp_path: Path) -> None:
             running = {_cwd(p) for p in agent_processes(root)} - {""}
             most = max(most, len(running))
             turns_of = dict.fromkeys(ids, 0)
-            for event in events(root):
+            for event in read_events(root):
                 if event["event"] == "stopped" and event.get("reason") == "turn":
                     turns_of[str(event["agent"])] += 1
             time.sleep(0.02)
     finally:
-        stop(proc)
+        stop_life_cycle(proc)
     assert most <= 2, f"{most} agents ran at once with max_running = 2"
     assert agent_processes(root) == []
 
 
 def test_births_get_a_turn_before_founders_that_never_ran(tmp_path: Path) -> None:
     root = make_workspace(tmp_path, {}, 10)
-    configure(root, "[lifecycle]\nmax_running = 2\nturn_passes = 1\n"
-                    "[selection]\nstrategy = 'truncation'\nevery = 2\nelite = 0\n"
-                    "min_evaluations = 1\n")
-    proc = start(root)
+    set_config(root, {"lifecycle.max_running": 2, "lifecycle.turn_passes": 1,
+                      "selection.strategy": "truncation", "selection.every": 2,
+                      "selection.elite": 0, "selection.min_evaluations": 1})
+    proc = start_life_cycle(root)
     try:
         def a_birth_started() -> bool:
-            born = {e["agent"] for e in events(root) if e["event"] == "born"}
-            return any(e["event"] == "started" and e["agent"] in born for e in events(root))
+            born = {e["agent"] for e in read_events(root) if e["event"] == "born"}
+            return any(e["event"] == "started" and e["agent"] in born for e in read_events(root))
 
         wait_until(a_birth_started, 60, "a born agent started")
     finally:
-        stop(proc)
-    log = events(root)
+        stop_life_cycle(proc)
+    log = read_events(root)
     first_birth = next(i for i, e in enumerate(log) if e["event"] == "born")
     born = {e["agent"] for e in log if e["event"] == "born"}
     ran_before = {e["agent"] for e in log[:first_birth] if e["event"] == "started"}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from evolve_ai.entry import quick_status
-from evolve_ai.testing import run_evolve
+from evolve_ai.testing import init_workspace, run_evolve
 
 _CLICK_ONLY = [sys.executable, "-c", "import sys; from evolve_ai.cli import main; "
                "sys.argv[0] = 'evolve'; main()"]
@@ -57,7 +57,7 @@ def _click(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_same_output_as_click(tmp_path: Path) -> None:
-    assert run_evolve(tmp_path, "init", "3", "--seed", "4").returncode == 0
+    init_workspace(tmp_path, 3, seed=4)
     for args in (["status"], ["status", "--json"], ["-q", "status", "--json"]):
         quick, full = run_evolve(tmp_path, *args), _click(tmp_path, *args)
         assert (quick.returncode, quick.stdout, quick.stderr) == (0, full.stdout, "")
@@ -80,7 +80,7 @@ def test_usage_errors_still_exit_2(tmp_path: Path) -> None:
 
 
 def test_quick_path_does_not_import_click(tmp_path: Path) -> None:
-    assert run_evolve(tmp_path, "init", "2").returncode == 0
+    init_workspace(tmp_path, 2)
     probe = ("import sys; from evolve_ai.entry import run_status; "
              f"code = run_status({str(tmp_path)!r}, True); "
              "assert 'click' not in sys.modules, 'click imported'; "

@@ -10,25 +10,9 @@ import pytest
 
 from evolve_ai.errors import LockHeld
 from evolve_ai.services.workspace import Workspace, resolve_root
+from tests.helpers import hold_lock
 
 AGENT = "12345678-1234-4234-8234-123456789abc"
-
-
-def hold_lock(workspace: Workspace, role: str) -> subprocess.Popen[bytes]:
-    """Another process holding the lock, as a running life-cycle would."""
-    code = textwrap.dedent(f"""
-        import fcntl, os, sys, time
-        fd = os.open({str(workspace.lock_path)!r}, os.O_RDWR | os.O_CREAT)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.write(fd, b"{role} " + str(os.getpid()).encode())
-        print("held", flush=True)
-        time.sleep(60)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == b"held\n"
-    return proc
 
 
 def test_lock_held_by_a_long_command_is_refused_at_once(tmp_path: Path) -> None:

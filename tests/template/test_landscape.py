@@ -4,12 +4,13 @@ The optimum must be unambiguous at the evaluation budget: each of its genes
 worth clearly more than the noise of a fitness measured on a few hundred
 tasks, every other gene clearly costing, and the same genome whether or not
 stateful genes keep their state (the life cycle restarts an agent at each
-genome change). Computed by bench/optimum.py's exhaustive enumeration.
+genome change). Computed by the exhaustive enumeration of
+evolve_ai.environments.landscape (what bench/optimum.py prints).
 """
 
 import pytest
-from bench.optimum import OptimumResult, default_energy_cost, optimum
 
+from evolve_ai.environments.landscape import OptimumResult, optimum
 from evolve_ai.services.config import Config
 
 OPTIMUM = (
@@ -28,12 +29,12 @@ TASKS = 3000
 
 @pytest.fixture(scope="module")
 def immortal() -> OptimumResult:
-    return optimum(default_energy_cost(), TASKS, seed=2)
+    return optimum(Config().evaluation.energy_cost, TASKS, seed=2)
 
 
 @pytest.fixture(scope="module")
 def restarted() -> OptimumResult:
-    return optimum(default_energy_cost(), TASKS, seed=2,
+    return optimum(Config().evaluation.energy_cost, TASKS, seed=2,
                    lifetime=Config().evaluation.window)
 
 

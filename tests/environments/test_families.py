@@ -5,9 +5,9 @@ import random
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
-from tests.template.template_helpers import REPO
 
 from evolve_ai.environments import families
 from evolve_ai.environments.families import (
@@ -17,6 +17,10 @@ from evolve_ai.environments.families import (
     SequenceTask,
     make_task,
 )
+
+# Where evolve_ai is imported from (src/ of a checkout, or site-packages), for a child
+# interpreter that starts with nothing but PYTHONPATH.
+SOURCES = str(Path(families.__file__).resolve().parents[2])
 
 
 def _tasks(seed: int, count: int) -> list[SequenceTask]:
@@ -38,7 +42,7 @@ def test_tasks_do_not_depend_on_string_hashing() -> None:
     outputs = {
         subprocess.run(
             [sys.executable, "-c", script],
-            env={"PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO / "src")},
+            env={"PYTHONHASHSEED": seed, "PYTHONPATH": SOURCES},
             capture_output=True,
             check=True,
             text=True,
