@@ -11,8 +11,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "AgentRecord": "evolve_ai.core.records",
+    "AgentRow": "evolve_ai.core.records",
     "Event": "evolve_ai.core.records",
+    "GenerationRow": "evolve_ai.core.records",
     "Catalogue": "evolve_ai.core.catalogue",
     "ModuleEntry": "evolve_ai.core.catalogue",
     "build_catalogue": "evolve_ai.core.catalogue",
@@ -24,6 +25,12 @@ _EXPORTS = {
     "Decision": "evolve_ai.core.selection",
     "Individual": "evolve_ai.core.selection",
     "Params": "evolve_ai.core.selection",
+    "Strategy": "evolve_ai.core.selection",
+    "Launcher": "evolve_ai.services.launcher",
+    "LaunchSpec": "evolve_ai.services.launcher",
+    "Program": "evolve_ai.services.stub_launcher",
+    "StubClock": "evolve_ai.services.stub_launcher",
+    "StubLauncher": "evolve_ai.services.stub_launcher",
     "Environment": "evolve_ai.environments",
     "Settings": "evolve_ai.environments",
     "Task": "evolve_ai.environments",
@@ -37,7 +44,7 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "AgentRecord",
+    "AgentRow",
     "Catalogue",
     "ConfigError",
     "Decision",
@@ -45,13 +52,20 @@ __all__ = [
     "Event",
     "EvolveError",
     "FileGene",
+    "GenerationRow",
     "Genome",
     "GenomeError",
     "Individual",
+    "LaunchSpec",
+    "Launcher",
     "LockHeld",
     "ModuleEntry",
     "Params",
+    "Program",
     "Settings",
+    "Strategy",
+    "StubClock",
+    "StubLauncher",
     "Task",
     "TemplateError",
     "UnknownAgent",

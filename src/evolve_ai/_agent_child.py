@@ -1,0 +1,240 @@
+"""The fork server's child, from ``fork()`` to ``agent.main``: session, pids cgroup,
+stdio, rlimits, sandbox, interpreter state, then the agent's code via runpy.
+
+Imported by the fork server only, before any fork. Every page a child writes is a
+page it copies, so it does as little Python as it can before the agent's own code.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import io
+import marshal
+import os
+import resource
+import runpy
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
+
+from evolve_ai import _cgroups, _linux
+from evolve_ai._wire import SANDBOXED, SETUP_FAILED
+
+_RLIMITS = (resource.RLIMIT_AS, resource.RLIMIT_CPU, resource.RLIMIT_NOFILE,
+            resource.RLIMIT_FSIZE, resource.RLIMIT_NPROC)
+# Environment variables that change how Python sets up its stdio.
+_STDIO_VARIABLES = ("PYTHONIOENCODING", "PYTHONUNBUFFERED")
+
+
+class SetupError(Exception):
+    """A child could not become its agent; the message names the failed step."""
+
+
+class Settled:
+    """What the server computes once so that children need not: each of their writes
+    is a page copied."""
+
+    def __init__(self) -> None:
+        self.fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if self.fd_limit == resource.RLIM_INFINITY:
+            self.fd_limit = 1 << 20
+        self.path = tuple(entry for entry in sys.path if entry)
+        self.environ = tuple(os.environ)
+
+
+def become_agent(data: bytes, fds: Sequence[int], server_pid: int,
+                 sandboxed: str | None, settled: Settled, procs: int | None) -> NoReturn:
+    """Turn this freshly forked child into the agent; never returns.
+
+    ``data`` is the spawn request, decoded here rather than in the server, whose time
+    is the one that counts. ``sandboxed`` is None without sandbox, else the server's
+    sandbox status. ``procs`` is the ``cgroup.procs`` fd of the agent's pids cgroup.
+    """
+    code = SETUP_FAILED
+    stderr = fds[2]  # the agent's log, wherever it sits before and after the dup2
+    agent_id = "?"
+    try:
+        agent_id, cwd, env, limits, writable, readonly_within, pycache = marshal.loads(data)
+        _step("session", _detach, server_pid)
+        if procs is not None:  # before anything of the agent's can fork
+            _step("pids cgroup", _cgroups.join, procs)
+        _step("stdio", _take_stdio, fds, settled.fd_limit)
+        stderr = 2
+        _step("rlimits", _apply_limits, limits)
+        if sandboxed is not None:
+            _step("sandbox", _confine, writable, readonly_within, sandboxed == SANDBOXED)
+        _step("chdir", os.chdir, cwd)
+        _step("interpreter", _prepare_interpreter, cwd, env, pycache, settled)
+        code = _run_main()
+    except SetupError as error:
+        _say(stderr, f"evolve launcher: cannot start agent {agent_id}: {error}\n")
+    except BaseException:  # whatever happens, never return into the server's loop
+        _say(stderr, f"evolve launcher: {traceback.format_exc()}")
+    finally:
+        os._exit(code)
+
+
+def _step(name: str, function: Any, *args: Any) -> None:
+    try:
+        function(*args)
+    except (OSError, ValueError) as error:
+        raise SetupError(f"{name}: {error}") from error
+
+
+def _say(fd: int, text: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, text.encode("utf-8", "backslashreplace"))
+
+
+def _detach(server_pid: int) -> None:
+    os.setsid()  # own session and process group: killpg(pid) reaches the whole tree
+    if not _linux.die_with_parent(signal.SIGKILL):
+        raise OSError(errno.ENOSYS, "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != server_pid:  # the server died before prctl: nobody to die with
+        raise OSError(errno.ESRCH, "the fork server is gone")
+
+
+def _take_stdio(fds: Sequence[int], fd_limit: int) -> None:
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    # Nothing else of the server's may survive: other agents' pipe ends above all, or
+    # an agent would keep a sibling's stdin open and it would never see EOF.
+    os.closerange(3, fd_limit)
+
+
+def _apply_limits(limits: Sequence[int | None]) -> None:
+    for which, wanted in zip(_RLIMITS, limits, strict=True):
+        if wanted is None:
+            continue
+        hard = resource.getrlimit(which)[1]
+        # An unprivileged process may only lower its hard limit.
+        value = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(which, (value, value))
+
+
+def _confine(writable: Sequence[str], readonly_within: Sequence[str],
+             namespaces: bool) -> None:
+    if namespaces:
+        _linux.unshare(_linux.CLONE_NEWNS)
+        for path in writable:
+            _linux.mount(path, path, None, _linux.MS_BIND | _linux.MS_REC)
+            _linux.mount_setattr(path, attr_clr=_linux.MOUNT_ATTR_RDONLY)
+        for path in readonly_within:
+            if not os.path.exists(path):
+                continue  # nothing there to protect
+            _linux.mount(path, path, None, _linux.MS_BIND | _linux.MS_REC)
+            _linux.mount_setattr(path, attr_set=_linux.MOUNT_ATTR_RDONLY)
+    _linux.drop_privileges()
+
+
+def _prepare_interpreter(cwd: str, env: dict[str, str], pycache: str | None,
+                         settled: Settled) -> None:
+    for key in settled.environ:
+        os.unsetenv(key)
+    for key, value in env.items():
+        os.putenv(key, value)
+    # os.environ mirrors the C environment through a private dict (shared with
+    # os.environb); refilling it is far cheaper here than clear() and update(), which
+    # walk MutableMapping's Python code, each page of it copied into the child.
+    data: dict[bytes, bytes] = os.environ._data  # type: ignore[attr-defined]
+    data.clear()
+    data.update({os.fsencode(key): os.fsencode(value) for key, value in env.items()})
+    if any(name in env for name in _STDIO_VARIABLES):
+        _open_stdio(env)
+    source = os.path.join(cwd, "src")
+    sys.path[:] = (source, *settled.path)
+    sys.argv[:] = (os.path.join(source, "agent", "main.py"),)
+    sys.dont_write_bytecode = True
+    sys.pycache_prefix = pycache
+    if "agent" in sys.modules:  # never, unless preloaded by mistake: agent.* needs it
+        for name in [name for name in sys.modules
+                     if name == "agent" or name.startswith("agent.")]:
+            del sys.modules[name]
+    atexit._clear()  # the server's exit handlers are not the agent's
+
+
+def _open_stdio(env: dict[str, str]) -> None:
+    """Fresh sys.stdin/stdout/stderr, for an environment that asks for other ones.
+
+    Otherwise the server's own stdio objects fit: they sit on fds 0-2, never used,
+    and the launcher gives the server pipes as stdin and stdout, like the agent's.
+    """
+    encoding, _, errors = env.get("PYTHONIOENCODING", "").partition(":")
+    # The server's choices (locale or UTF-8 mode) are those the agent would make.
+    encoding = encoding or sys.stdout.encoding
+    errors = errors or sys.stdout.errors or "strict"
+    unbuffered = bool(env.get("PYTHONUNBUFFERED"))
+    streams = {
+        "stdin": _text(0, "rb", encoding, errors, False, False),
+        "stdout": _text(1, "wb", encoding, errors, os.isatty(1), unbuffered),
+        "stderr": _text(2, "wb", encoding, "backslashreplace", True, unbuffered),
+    }
+    for name, stream in streams.items():
+        # setattr: typeshed declares sys.__stdout__ and co. Final; here they must change.
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
+def _text(fd: int, mode: str, encoding: str, errors: str, line_buffering: bool,
+          write_through: bool) -> TextIO:
+    # closefd=False, as Python's own stdio: closing sys.stdout leaves fd 1 alone.
+    raw = io.FileIO(fd, mode, closefd=False)
+    buffer = io.BufferedReader(raw) if mode == "rb" else io.BufferedWriter(raw)
+    return io.TextIOWrapper(buffer, encoding=encoding, errors=errors, newline="\n",
+                            line_buffering=line_buffering, write_through=write_through)
+
+
+def _run_main() -> int:
+    """Run agent.main as __main__; the exit status Python itself would give."""
+    interrupted = False
+    try:
+        runpy.run_module("agent.main", run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exit_:
+        code = _system_exit_code(exit_.code)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code, interrupted = 1, True
+    except BaseException:  # the agent's uncaught exception
+        traceback.print_exc()
+        code = 1
+    code = _finalize(code)
+    if interrupted:  # Python dies of SIGINT on an uncaught KeyboardInterrupt
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    return code
+
+
+def _system_exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _finalize(code: int) -> int:
+    """What the interpreter does at exit: join threads, run atexit, flush stdio."""
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        try:
+            threading._shutdown()
+        except Exception:
+            traceback.print_exc()
+    atexit._run_exitfuncs()
+    # Like Python: a closed stream is skipped, an unflushable stdout makes the status 120.
+    if sys.stdout is not None and not sys.stdout.closed:
+        try:
+            sys.stdout.flush()
+        except Exception:
+            traceback.print_exc()
+            code = code or 120
+    if sys.stderr is not None and not sys.stderr.closed:
+        with contextlib.suppress(Exception):  # nowhere left to report it
+            sys.stderr.flush()
+    return code
