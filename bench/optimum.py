@@ -6,7 +6,7 @@ Run it from the checkout, with the venv that has evolve installed::
     python bench/optimum.py --tasks 20000 --seed 7 --energy-cost 0.02
     python bench/optimum.py --lifetime 12         # stateful genes restart every 12 tasks
 
-The computation is ``evolve_ai.environments.landscape`` (its docstring says
+The computation is ``evolve_ai.environments.landscape`` (bench/README.md says
 how the optimum is found, exhaustively); this script is its command line
 (``bench/evolution.py`` and the template's tests use the module directly)::
 

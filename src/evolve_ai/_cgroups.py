@@ -1,16 +1,12 @@
 """A pids cgroup per agent, made by the fork server: fork() fails past the limit.
 
-RLIMIT_NPROC counts every process of the user, and the kernel ignores it for root, so
-on its own it either forbids agents to fork at all or does nothing. A pids cgroup
-counts the agent's own tasks only, and the kernel refuses the fork that would exceed
-``pids.max`` (EAGAIN), whoever the user is. It also lets the server kill what an agent
-left behind, even children that left its process group (setsid).
-
-Layout: ``<our pids cgroup>/evolve-<server pid>/agent-<n>``, on the cgroup v1 ``pids``
-hierarchy or on cgroup v2 where the parent delegates the ``pids`` controller. The
-server opens the hierarchy before it makes its mount namespace read-only: the open
-directory still refers to the writable mount, so it can make groups afterwards.
-Groups of a server that died (SIGKILL) are swept by the next server.
+Unlike RLIMIT_NPROC it counts the agent's own tasks only, binds root too, and lets the
+server kill what an agent left behind, even after setsid (docs/security.md). Layout:
+``<our pids cgroup>/evolve-<server pid>/agent-<n>``, on the cgroup v1 ``pids`` hierarchy
+or on cgroup v2 where the parent delegates the ``pids`` controller. The server opens the
+hierarchy before it makes its mount namespace read-only: the open directory still refers
+to the writable mount, so it can make groups afterwards. Groups of a server that died
+(SIGKILL) are swept by the next server.
 
 Only ``os`` is imported: this runs in the fork server, whose pages every agent shares.
 """

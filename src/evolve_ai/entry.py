@@ -1,9 +1,9 @@
 """The ``evolve`` console script: ``evolve status`` on a quick path, the rest through click.
 
-``status`` must answer within 50 ms at 1000 agents while a life cycle runs (DESIGN
-§10): monitoring scripts call it in loops. Importing click and the full command line
-costs about 25 ms of that, so the plain forms of ``status`` are recognised here by
-hand; anything else (help, ``-v``, a typo, every other command) goes to ``cli``,
+``status`` must answer within 50 ms at 1000 agents while a life cycle runs: monitoring
+scripts call it in loops (docs/design.md, "cli: thin"). Importing click and the full
+command line costs about 25 ms of that, so the plain forms of ``status`` are recognised
+here by hand; anything else (help, ``-v``, a typo, every other command) goes to ``cli``,
 which parses and reports usage errors as always. Both paths print the same bytes.
 """
 

@@ -280,7 +280,7 @@ def test_agents_moved_but_never_listed_are_removed(tmp_path: Path, template: Pat
 
 
 def test_the_agent_runtime_answers_tasks(tmp_path: Path) -> None:
-    """An agent of the bundled template, run as DESIGN §6 says, speaks the protocol."""
+    """An agent of the bundled template, run as docs/protocol.md says, speaks the protocol."""
     init_workspace(tmp_path, 5, seed=1)
     for agent in agent_dirs(tmp_path):
         proc = subprocess.run(

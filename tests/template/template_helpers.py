@@ -88,7 +88,7 @@ def genome_for(active: Iterable[str], modules: Iterable[Module] | None = None) -
 
 
 def render_wiring(genes: Sequence[str], core: Sequence[str]) -> tuple[str, str]:
-    """__init__.py and main.py as the orchestrator renders them (DESIGN §4)."""
+    """__init__.py and main.py as the orchestrator renders them (docs/templates.md, section 4)."""
     modules = sorted({gene.split(".")[0] for gene in genes})
     imports = f"from agent import {', '.join(modules)}\n" if modules else ""
     init = f"{HEADER}from agent import {', '.join(sorted(core))}\n{imports}"

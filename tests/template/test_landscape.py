@@ -1,11 +1,12 @@
-"""The landscape of the default template and environment (DESIGN §13).
+"""The landscape of the default template and environment.
 
 The optimum must be unambiguous at the evaluation budget: each of its genes
 worth clearly more than the noise of a fitness measured on a few hundred
 tasks, every other gene clearly costing, and the same genome whether or not
 stateful genes keep their state (the life cycle restarts an agent at each
 genome change). Computed by the exhaustive enumeration of
-evolve_ai.environments.landscape (what bench/optimum.py prints).
+evolve_ai.environments.landscape (what bench/optimum.py prints; the method and
+the latest figures are in bench/README.md).
 """
 
 import pytest

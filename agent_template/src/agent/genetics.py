@@ -1,50 +1,14 @@
-"""The agent's own genetics: how it changes its genome (DESIGN §2 and §13).
+"""The agent's own genetics: how it changes its genome (docs/templates.md, section 5).
 
-Core module: always active, never a gene. The orchestrator never edits a
-genome; this module is the only writer of `genome.bin`, and writes nothing
-else.
-
-Operators are pure functions of a decoded genome and a `random.Random`:
-`flip_functions` (bit flips at the agent's own rate), `toggle_module`,
-`recombine` (uniform crossover per file with a peer genome), `uptake`
-(genes the commons catalogue knows but this genome lacks, added switched
-off so that uptake alone is neutral) and `adapt_rate` (Rechenberg's
-one-fifth rule: the rate grows after a mutation that helped, shrinks after
-one that hurt, and is stored in `state["rate"]`).
-
-`Policy` drives them from the fitness feedback, as a (1+1) evolution
-strategy: measure the current genome over a few feedbacks, mutate, measure
-the mutant, then keep it or revert it. The pending trial (the fitness before
-the mutation, the flags to restore, and the agent that started it) is kept
-in `state["trial"]` rather than only in memory, because the orchestrator
-restarts the agent whenever its genome changes: a memory-only undo would be
-lost at the very moment it is needed.
-
-Two rules keep a good genome good:
-
-* every rewrite changes what the genome expresses. A mutation that only
-  flips flags of inactive modules would cost a restart and a trial and
-  measure nothing but noise, so `mutate` draws again until the expressed
-  functions differ; and keeping a mutant (a change of `state` alone) is
-  not written at once: the new state rides along with the next rewrite;
-* after a trial that did not improve, the agent rests: `state["fails"]`
-  counts trials in a row without improvement (a mutant is kept only if it
-  measures MARGIN above its baseline), and a measured genome is mutated
-  with probability 1 / (1 + fails) ** REST_POWER only (never below
-  1 / (1 + MAX_FAILS) ** REST_POWER). An agent far from any optimum keeps
-  improving and keeps mutating; one at a (local) optimum spends most of
-  its life expressing it, instead of half of it testing mutants that hurt.
-  A child inherits `fails` with its parent's genome, but not its parent's
-  pending trial (`Trial.owner` is the agent that started it);
-* a mutant that is hopeless (EARLY_DROP below its baseline after
-  EARLY_FEEDBACKS feedbacks) is reverted without waiting for the full
-  trial: a decoy costs a few passes, not a whole trial.
-
-Operators: besides bit flips, toggles and crossover, `switch_gene`
-expresses or silences exactly one function (or swaps two siblings): a
-move in the space of what is expressed, which bit flips inside an
-inactive module, or a module switched on with a decoy flag in it, do not
-make.
+Core module: always active, never a gene. The only writer of `genome.bin` (its format:
+docs/protocol.md, "The genome"), and it writes nothing else. The operators
+(`flip_functions`, `switch_gene`, `toggle_module`, `recombine`, `uptake`, `adapt_rate`)
+are pure functions of a decoded genome and a `random.Random`. `Policy` drives them from
+the fitness feedback as a (1+1) evolution strategy: measure, mutate, measure the mutant,
+keep it or revert it. The pending trial lives in `state["trial"]`, not only in memory,
+because the orchestrator restarts the agent whenever its genome changes: a memory-only
+undo would be lost at the very moment it is needed. `mutate`, `restless` and `step` say
+how a good genome stays good.
 """
 
 import math

@@ -1,20 +1,12 @@
-"""A tiny online learner over linear predictors.
+"""A tiny online learner over linear predictors: the gene for order-three recurrences.
 
-`learned_recurrence` is a genuine strategy, the only one for the
-`recurrence3` family (order-three recurrences such as Tribonacci or
-Padovan); it also catches arithmetic and Fibonacci-like sequences and
-periods 2 and 3. It holds a pool of 48 predictors
-a(n) = c1 a(n-1) + c2 a(n-2) + c3 a(n-3) with small integer coefficients,
-and the data supervises itself: a predictor has worked on a task when it
-reproduces every shown term from the three before it, and only such a
-predictor answers.
-
-What it learns across tasks is which predictors the environment uses: a
-running score per predictor (an exponential moving average of "this one
-worked") orders the search, so a familiar pattern is confirmed after a few
-checks instead of 48, and in the rare degenerate task where two fitting
-predictors disagree on the next term, the familiar one answers. State lives
-in this process only.
+`learned_recurrence` is the only strategy for the `recurrence3` family (Tribonacci,
+Padovan...) and also catches arithmetic, Fibonacci-like and period 2 and 3 sequences.
+A predictor a(n) = c1 a(n-1) + c2 a(n-2) + c3 a(n-3) answers only when it reproduces
+every shown term from the three before it. What it learns across tasks is which
+predictors the environment uses: a running score per predictor orders the search and,
+when two fitting predictors disagree, picks the familiar one. State lives in this
+process only.
 """
 
 from itertools import product

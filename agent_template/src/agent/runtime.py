@@ -1,30 +1,14 @@
-"""The agent's runtime: it speaks the orchestrator's protocol (DESIGN §6).
+"""The agent's runtime: it speaks the orchestrator's protocol (docs/protocol.md).
 
-Core module: always active, never a gene; `main(registry)` is the entry
-point that the generated `main.py` calls with the expressed strategies.
+Core module: always active, never a gene; `main(registry)` is the entry point that the
+generated `main.py` calls with the expressed strategies. Garbage on stdin (bad JSON,
+lines over MAX_LINE bytes, unknown types) is ignored: it must never kill an agent.
 
-Protocol: one JSON object per line on stdin and stdout, flushed after every
-message; diagnostics go to stderr only. On start the runtime says
-`{"type": "hello", "genome_hash": H}`, H being the xxh3-128 hex digest of
-`genome.bin` (blake2b-128 without xxhash; "" when unreadable). Then:
-
-- `task` {id, data}: answered by `answer` {id, value}, value null when no
-  strategy answers or data is not a list of at most MAX_TERMS integers;
-- `feedback` {fitness}: handed to the genetics policy, which may rewrite
-  genome.bin, after which the runtime says `mutated`;
-- `stop`, or end of input: exit with status 0.
-
-Malformed lines (bad JSON, no type, lines over MAX_LINE bytes) and unknown
-message types are ignored: garbage must never kill an agent.
-
-Dispatch policy: every expressed strategy is called on every task, in
-registry order (the generated `main.py` orders it alphabetically by module
-path, then by source order within a module), and the answer is the first
-result that is an int (not a bool) with |value| < 2**62. Genes therefore
-interact: a decoy expressed early shadows a good gene after it. All of them
-are called, not just those up to the first answer, so that stateful genes
-(memory, learner) learn from every task wherever they stand. A strategy
-that raises counts as "no answer"; its first failure is logged.
+Dispatch: every expressed strategy is called on every task, in registry order, and the
+answer is the first `answer_value` (an int, not a bool, |value| < 2**62): a decoy
+expressed early shadows a good gene after it. All are called, not just those up to the
+first answer, so that stateful genes (memory, learner) learn from every task. A strategy
+that raises is no answer; its first failure is logged.
 """
 
 import hashlib

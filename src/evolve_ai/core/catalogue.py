@@ -1,20 +1,12 @@
 """The template's catalogue of genes, built by reading source with ``ast`` (never importing it).
 
-A template is handed in as a mapping of relative path -> bytes; the caller does
-the reading. Layout rules (DESIGN §3):
-
-* the agent package is ``src/agent/``;
-* ``src/agent/__init__.py`` and ``src/agent/main.py`` are generated wiring and are
-  ignored if present in the template;
-* a module with a module-level ``__evolve__ = "core"`` is a core module: always
-  active, never a gene; exactly one core module defines a top-level ``main``
-  function, the entry point the wiring hands its registry to;
-* every other ``.py`` module of the package is evolvable; its public top-level
-  functions (no leading ``_``) are its function genes;
-* ``__init__.py`` of sub-packages and non-Python files under ``src/`` are support
-  files: business code, not genes;
-* the manifest lists the digest of every business file (everything under
-  ``src/`` but the wiring), the reference for integrity checks.
+A template is handed in as a mapping of relative path -> bytes; the caller does the
+reading. The layout rules are those of docs/templates.md, sections 1 to 4: the package
+``src/agent/``, the generated wiring ignored, core modules (``__evolve__ = "core"``) and
+exactly one entry point ``main``, evolvable modules whose public top-level functions are
+genes, support files. The manifest, the digest of every business file (everything under
+``src/`` but the wiring), is the reference for integrity checks; the published form is
+in docs/protocol.md ("The commons").
 """
 
 from __future__ import annotations

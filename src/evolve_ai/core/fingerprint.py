@@ -29,5 +29,5 @@ def tree_hash(file_hashes: Iterable[tuple[str, str]]) -> str:
 
 
 def code_hash(source_hashes: Mapping[str, str], genome_hash: str) -> str:
-    """The code hash of an agent: its whole source tree plus its genome (DESIGN §5)."""
+    """The code hash of an agent: its whole source tree plus its genome (docs/design.md)."""
     return tree_hash([*source_hashes.items(), ("genome.bin", genome_hash)])

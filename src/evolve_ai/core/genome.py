@@ -1,14 +1,9 @@
 """The genome: model, canonical msgpack codec, strict bounded validation, random generation.
 
-Wire format (DESIGN §2)::
-
-    {"schema": 1,
-     "files": [{"path": "src/agent/x.py", "active": True, "functions": {"f": True}}],
-     "mutations": 0,
-     "state": {}}
-
-Decoding never trusts the bytes: the size, string, container and depth limits
-below bound the work, and every name must come from the template's catalogue.
+The format, the validation rules and the canonical encoding are those of docs/protocol.md
+("The genome"), whose limits are the constants below. Decoding never trusts the bytes:
+the size, string, container and depth limits bound the work, and every name must come
+from the template's catalogue.
 """
 
 from __future__ import annotations

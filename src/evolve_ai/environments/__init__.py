@@ -1,4 +1,4 @@
-"""Environments make tasks and score answers (DESIGN §9); the default is ``sequences``.
+"""Environments make tasks and score answers; the default is ``sequences``.
 
 An environment is any object with the three methods of ``Environment``. It is
 named in ``evolve.toml`` as ``sequences``, as ``module:attr`` (a class or a

@@ -1,31 +1,12 @@
 """Families of integer sequences, the tasks of the default `sequences` environment.
 
-Pure: no I/O, and every random choice comes from the `random.Random` handed
-in, so one seed always yields the same tasks. A task shows 6 to 10 terms and
-asks for the next one; every term and answer stays below 2**53 in absolute
-value, so it survives a trip through any JSON implementation.
-
-Solvable families, each with its gene in the default template:
-
-- `arithmetic` (arithmetic.constant_difference), `geometric` (integer ratio,
-  geometric.constant_ratio), `geometric_fraction` (ratio p/q,
-  geometric.rational_ratio), `quadratic` and `cubic` (polynomial.*),
-  `fibonacci` (recurrence.fibonacci_like), `recurrence2` (order two, integer
-  coefficients, recurrence.linear_order2), `affine` (a(n) = r a(n-1) + c,
-  recurrence.affine), `recurrence3` (order three, learner.learned_recurrence),
-  `periodic` (periodic.shortest_period), `interleaved` (two arithmetic
-  progressions, interleaved.two_arithmetic);
-- `famous`: windows of well-known sequences (Catalan, Bell, partitions...)
-  at small offsets. Only memory.recall_window solves them, and only once it
-  has seen a longer overlapping window: the share it gets depends on the
-  agent's history.
-
-Unsolvable families (`solvable=False`): `noise`, `primes_offset`, `collatz`
-and `sqrt_digits`. They are drawn with probability UNSOLVABLE_SHARE, so that
-no genome scores 1.
-
-Solvable families are not drawn evenly: SHARES weighs them so that the
-default template's optimum is unambiguous (see the comment there).
+Pure: every random choice comes from the `random.Random` handed in, so one seed always
+yields the same tasks. A task shows 6 to 10 terms and asks for the next one; every term
+and answer stays below 2**53 in absolute value, so it survives any JSON implementation.
+Each solvable family has a gene of the default template that solves it (see
+`_FAMILIES`). Unsolvable families are drawn UNSOLVABLE_SHARE of the time, so that no
+genome scores 1; SHARES weighs the solvable ones so that the default template's optimum
+is unambiguous (see the comment there).
 """
 
 import math
@@ -301,18 +282,22 @@ class _Family:
     solvable: bool
 
 
+# The gene of the default template that solves each solvable family is in the comments.
 _FAMILIES: dict[str, _Family] = {
-    "arithmetic": _Family(_arithmetic, True),
-    "geometric": _Family(_geometric, True),
-    "geometric_fraction": _Family(_geometric_fraction, True),
-    "quadratic": _Family(_quadratic, True),
-    "cubic": _Family(_cubic, True),
-    "fibonacci": _Family(_fibonacci, True),
-    "recurrence2": _Family(_recurrence2, True),
-    "affine": _Family(_affine, True),
-    "recurrence3": _Family(_recurrence3, True),
-    "periodic": _Family(_periodic, True),
-    "interleaved": _Family(_interleaved, True),
+    "arithmetic": _Family(_arithmetic, True),  # arithmetic.constant_difference
+    "geometric": _Family(_geometric, True),  # integer ratio: geometric.constant_ratio
+    "geometric_fraction": _Family(_geometric_fraction, True),  # p/q: geometric.rational_ratio
+    "quadratic": _Family(_quadratic, True),  # polynomial.*
+    "cubic": _Family(_cubic, True),  # polynomial.*
+    "fibonacci": _Family(_fibonacci, True),  # recurrence.fibonacci_like
+    "recurrence2": _Family(_recurrence2, True),  # order two: recurrence.linear_order2
+    "affine": _Family(_affine, True),  # a(n) = r a(n-1) + c: recurrence.affine
+    "recurrence3": _Family(_recurrence3, True),  # order three: learner.learned_recurrence
+    "periodic": _Family(_periodic, True),  # periodic.shortest_period
+    "interleaved": _Family(_interleaved, True),  # two progressions: interleaved.two_arithmetic
+    # Windows of well-known sequences (Catalan, Bell, partitions...) at small offsets: only
+    # memory.recall_window solves them, once it has seen a longer overlapping window, so
+    # the share it gets depends on the agent's history.
     "famous": _Family(_famous, True),
     "noise": _Family(_noise, False),
     "primes_offset": _Family(_primes_offset, False),

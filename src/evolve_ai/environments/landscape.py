@@ -1,53 +1,13 @@
 """The fitness landscape of a template under the ``sequences`` environment: its known optimum.
 
-For offline analysis only (``bench/optimum.py``, ``bench/evolution.py``, the
-default template's tests). Unlike the rest of ``evolve_ai``, this module imports
-the template's modules and calls its genes *in this process*: never use it on a
-template you would not run yourself, nor from the orchestrator's own code paths
-(``evolve`` never imports it). It also leaves ``TEMPLATE/src`` on ``sys.path``,
-the template's package as this process's ``agent`` (a second template needs
-another process) and ``sys.dont_write_bytecode`` set (no ``__pycache__`` in the
-template). Example::
-
-    from evolve_ai.environments.landscape import optimum
-    result = optimum(energy_cost=0.045, tasks=4000, seed=1)
-    result.best.genes, result.evaluate(["polynomial.cubic"]).fitness
-
-Method. A fixed sample of tasks is drawn with
-``evolve_ai.environments.families.make_task(random.Random(seed))``, one
-generator for the whole sample, as the environment draws them. Every function
-gene of the template (``TEMPLATE/src`` is put on ``sys.path`` and its modules
-imported in this process) is called on every task, in task order, exactly as
-the agent's runtime calls every expressed strategy on every task: so the
-stateful genes (``memory.recall_window``, ``learner.learned_recurrence``)
-learn along the sample as they would in one long-lived agent. A result counts as an answer
-only if the runtime would send it (``agent.runtime.answer_value``: an int, not
-a bool, below 2**62; an exception is no answer). Per gene this gives two sets
-of tasks, as bit masks: those it answers and those it answers right.
-
-A genome's expressed genes answer in registry order (catalogue order: module
-path, then source order) and the first answer wins, so a genome solves a task
-when its first answering gene is right. Every one of the 2**G subsets of the
-G function genes is scored by a depth-first walk in registry order that
-carries the set of tasks still unanswered (two big-int operations per node):
-no pruning, no assumption that decoys only hurt. The fitness of a genome is
-``clip(accuracy - energy_cost * genes, 0, 1)``, as
-``SequencesEnvironment.fitness`` computes it, over the whole sample. The
-optimum is the best of them; ``top`` lists the best few.
-
-The random-genome mean is exact: ``evolve init`` draws each file and each
-function on with probability 1/2 (``evolve_ai.core.genome.random_genome``),
-so a subset S of genes has probability prod over files of
-``1/2 * (1/2)**k`` (the file on, its expressed functions exactly S's) plus
-``1/2`` when S has none of the file's functions (the file off); the walk sums
-fitness times that weight. A sample of genomes drawn with ``random_genome``
-itself is scored too, as a cross-check.
-
-``lifetime=L`` (``bench/optimum.py --lifetime L``) reloads the template's
-modules every L tasks, which resets any module state: the optimum of an agent
-restarted that often (the life cycle restarts an agent at each genome change).
-Without it (the default) state is kept over the whole sample: the optimum of an
-immortal agent.
+For offline analysis only (``bench/optimum.py``, ``bench/evolution.py``, the default
+template's tests); the method is in bench/README.md ("How the optimum is computed").
+Unlike the rest of ``evolve_ai``, it imports the template's modules and calls its genes
+*in this process*: never use it on a template you would not run yourself, nor from the
+orchestrator (``evolve`` never imports it). It leaves ``TEMPLATE/src`` on ``sys.path``,
+the template's package as this process's ``agent`` (a second template needs another
+process) and ``sys.dont_write_bytecode`` set (no ``__pycache__`` in the template). Example:
+``optimum(energy_cost=0.045, tasks=4000, seed=1).best.genes``.
 """
 
 from __future__ import annotations
@@ -306,7 +266,7 @@ def optimum(energy_cost: float, tasks: int = DEFAULT_TASKS, seed: int = DEFAULT_
             keep: int = TOP) -> OptimumResult:
     """The best genome of ``template`` (default: the bundled one) on ``tasks`` tasks drawn
     with ``seed``; ``lifetime`` reloads the template's modules every that many tasks (see
-    the module doc). Runs the template's code in this process: offline analysis only."""
+    bench/README.md). Runs the template's code in this process: offline analysis only."""
     if tasks < 1:
         raise ValueError("tasks must be at least 1")
     started = time.perf_counter()

@@ -1,7 +1,8 @@
-"""The default environment: continue an integer sequence (DESIGN §13).
+"""The default environment: continue an integer sequence.
 
 Accuracy over the agent's window, minus an energy cost per expressed function
-gene, clipped to [0, 1]: more genes is not free.
+gene, clipped to [0, 1]: more genes is not free (docs/protocol.md, "Tasks, answers
+and scores").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The notifier: every event to the log and to the configured hooks (DESIGN §9).
+"""The notifier: every event to the log and to the configured hooks.
 
 Hooks run on one background thread, never on the loop. A hook that raises is
 logged; one that runs past ``timeout`` is abandoned (its thread left to

@@ -1,4 +1,4 @@
-"""The workspace on disk (DESIGN §1): paths, layout, the lock, and debris cleanup."""
+"""The workspace on disk (docs/design.md, "Data on disk"): paths, layout, lock, debris cleanup."""
 
 from __future__ import annotations
 

@@ -1,24 +1,14 @@
-"""Selection strategies (DESIGN §9): pure functions from a population to deaths and parents.
+"""Selection strategies: pure functions from a population to deaths and parents.
 
-A strategy is a callable ``(population, params, rng) -> Decision``. Built-ins:
-``truncation``, ``tournament``, ``threshold``, ``energy`` and ``none`` (the
-control: nobody dies). Plug-ins are named ``module:attr`` or registered under
-the entry-point group ``evolve_ai.selection``.
-
-Every strategy obeys the same rules, enforced by ``decide``:
-* protected individuals never die, and are never chosen as parents or elite:
-  a runnable individual is protected while its current variant (its genome
-  since it last changed) has no fitness or fewer than ``min_evaluations``
-  evaluations behind it. An agent that has just rewritten its genome is a
-  new, unmeasured variant: whatever its previous genome scored says nothing
-  about this one;
-* the ``elite`` best of the measured individuals are never chosen to die;
-* individuals that cannot run (disabled, quarantined) are never ranked, and
-  die once their grace is over;
-* ``none`` is the control: nobody dies, nobody is born;
-* the places freed are refilled up to ``population_size`` from the measured
-  survivors, each parent chosen by tournament; with no measured survivor,
-  nobody is born (the places wait for the next generation).
+A strategy is a callable ``(population, params, rng) -> Decision``: the built-ins
+``truncation``, ``tournament``, ``threshold``, ``energy`` and ``none`` (the control:
+nobody dies, nobody is born), or a plug-in (``module:attr`` or the entry-point group
+``evolve_ai.selection``). A strategy proposes deaths; ``decide`` chooses the parents and
+enforces the rules all strategies share (docs/design.md, "A pass"): a runnable individual
+whose current variant has no fitness or fewer than ``min_evaluations`` evaluations is
+protected (never dies, never a parent nor elite); the ``elite`` best never die; those that
+cannot run are never ranked and die once their grace is over; freed places are refilled
+from the measured survivors by tournament, and wait when there are none.
 """
 
 from __future__ import annotations
