@@ -264,3 +264,18 @@ def test_births_get_a_turn_before_founders_that_never_ran(tmp_path: Path) -> Non
     assert founders_waiting, "every founder ran before the first birth: nothing to compare"
     first_new = next(agent for agent in starts_after if agent not in ran_before)
     assert first_new in born, "a founder that never ran went before the newborn"
+
+
+def test_a_template_whose_pyproject_breaks_is_refused_before_anyone_dies(
+        tmp_path: Path) -> None:
+    """The template is checked whole when it is read, not at the next birth: a bad
+    pyproject.toml stops the life cycle at its first pass, with the population intact."""
+    root = make_workspace(tmp_path, {}, 4, {"selection.strategy": "truncation",
+                                            "population.size": 6, "selection.every": 1})
+    (root / "agent_template" / "pyproject.toml").write_text("[project\nname = ")
+    result = run_evolve(root, "life-cycle", "--generations", "2")
+    assert result.returncode == 1
+    assert "pyproject.toml" in result.stderr and "Traceback" not in result.stderr
+    status = status_json(root)
+    assert status["generation"] == 0
+    assert status["counts"]["active"] == 4 and status["counts"]["dead"] == 0

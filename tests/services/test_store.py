@@ -77,17 +77,17 @@ def test_a_pass_is_saved_field_for_field(store: Store) -> None:
     update = AgentUpdate(
         id=IDS[1], status="disabled", reason="crashed 6 times in a row", genome_hash="h" * 32,
         code_hash="d" * 32, active_files=3, active_functions=4, lines=50, complexity=7,
-        mutations=2, fitness=0.25, evaluations=64, restarts=6, process="exited", pid=None,
-        pid_started=None, energy=0.5, idle_generations=1)
+        mutations=2, fitness=0.25, evaluations=64, restarts=6, process="running", pid=4242,
+        pid_started=1234.5, energy=0.5, idle_generations=1)
     child = record("0d000000-0000-4000-8000-000000000006")._replace(parent=IDS[1], generation=1)
     store.save_pass([update], [("h" * 32, b"\x81")], [Event("disabled", time.time(), IDS[1])],
-                    [GenerationRow(1, 0.25, 0.25, 4, 1, 0)], [child])
+                    [GenerationRow(1, 0.125, 0.25, 4, 1, 0)], [child])
     after = store.find(IDS[1])
     assert after._replace(updated=0.0) == AgentRow(
         **{**before._asdict(), **update._asdict(), "updated": 0.0})
     assert store.find(child.id) == child
     assert store.generation() == 1
-    assert store.history()[-1] == GenerationRow(1, 0.25, 0.25, 4, 1, 0)
+    assert store.history()[-1] == GenerationRow(1, 0.125, 0.25, 4, 1, 0)
     assert store.living_agents()[-1] == child
     assert store.genome_bytes("h" * 32) == b"\x81"
 

@@ -32,7 +32,7 @@ class Harness:
         self.messages: list[tuple[str, dict[str, Any]]] = []
         self.supervisor = Supervisor(self.launcher, settings,
                                      lambda agent, message: self.messages.append((agent, message)),
-                                     clock=self.clock)
+                                     clock=self.clock, blocking=False)
 
     def start(self, agent_id: str = "a") -> bool:
         return self.supervisor.start(spec(agent_id), 2, self.clock())
@@ -62,6 +62,7 @@ class Harness:
 
     def close(self) -> None:
         self.supervisor.close()
+        assert not self.launcher.processes  # closing the launcher ends every agent
 
 
 @pytest.fixture
@@ -182,6 +183,30 @@ class TestBackoff:
             made.close()
 
 
+    def test_a_long_run_stopped_politely_forgets_earlier_crashes(self) -> None:
+        """Crashes, then a turn longer than stable_after that ends in a polite stop: the
+        next quick crash is the first of a new series, not one more of the old."""
+        made = make(Program(exit_after=0.1))
+        try:
+            for _ in range(3):
+                made.start()
+                made.run(0.25)
+                made.clock.advance(60.0)
+            made.launcher.program = Program()
+            made.start()
+            made.run(12.0)
+            made.supervisor.stop("a", "turn", made.clock())
+            made.run(0.25)
+            assert made.state() == "stopped"
+            made.launcher.program = Program(exit_after=0.1)
+            made.start()
+            made.run(0.25)
+            assert "disabled" not in made.kinds()
+            assert made.state() == "backoff"
+        finally:
+            made.close()
+
+
 class TestStop:
     def test_a_polite_agent_stops_at_the_stop_message(self, harness: Harness) -> None:
         """stop: the message and EOF; it exits 0; stopped, not a crash."""
@@ -201,9 +226,9 @@ class TestStop:
             made.start()
             made.run(0.5)
             made.supervisor.stop("a", "restart", made.clock())
-            made.run(1.5)
+            made.run(1.75)
             assert made.state() == "running"
-            made.run(1.0)
+            made.run(0.5)
             assert made.state() == "stopped"
             assert made.launcher.exits[-1].returncode == -signal.SIGTERM
             assert "crashed" not in made.kinds()
@@ -272,6 +297,56 @@ class TestMessagesAndLimits:
             limits = [dict(e.data)["what"] for e in events if e.kind == "limit"]
             assert limits == [what]
             assert [e.kind for e in events][-2:] == ["crashed", "restarted"]
+        finally:
+            made.close()
+
+    def test_shutdown_stops_polite_agents_at_once(self) -> None:
+        made = make(Program())
+        try:
+            for agent_id in ("a", "b", "c"):
+                made.start(agent_id)
+            made.run(0.5)
+            made.supervisor.shutdown(made.clock(), SETTINGS.stop_timeout)
+            assert made.supervisor.alive() == []
+            assert [e.returncode for e in made.launcher.exits] == [0, 0, 0]
+            assert "crashed" not in made.kinds()
+        finally:
+            made.close()
+
+    def test_shutdown_on_a_clock_nobody_moves_kills_what_is_left(self) -> None:
+        made = make(Program(obeys_stop=False, obeys_term=False))
+        try:
+            made.start()
+            made.run(0.5)
+            made.supervisor.shutdown(made.clock(), SETTINGS.stop_timeout)
+            assert made.supervisor.alive() == []
+            assert [e.returncode for e in made.launcher.exits] == [-signal.SIGKILL]
+        finally:
+            made.close()
+
+    def test_output_for_a_stuck_agent_is_bounded(self) -> None:
+        """An agent that never reads: its pipe fills, then sends are refused, not queued."""
+        made = make(Program(reads_stdin=False))
+        try:
+            made.start()
+            made.run(0.5)
+            task = {"type": "task", "id": "t", "data": list(range(1000))}
+            sent = 0
+            while made.supervisor.send("a", task) and sent < 10_000:
+                sent += 1
+            assert 0 < sent < 10_000
+            assert not made.supervisor.send("a", task)
+        finally:
+            made.close()
+
+    def test_monitor_leaves_an_agent_being_stopped_alone(self) -> None:
+        made = make(Program(rss=200 << 20, obeys_stop=False))
+        try:
+            made.start()
+            made.run(0.5)
+            made.supervisor.stop("a", "turn", made.clock())
+            made.supervisor.monitor(made.clock())
+            assert "limit" not in made.kinds()
         finally:
             made.close()
 

@@ -74,11 +74,8 @@ def initiate_project(
             made = make_agents(workspace, Template(files, catalogue),
                                [BuildRequest(r.agent_id, r.genome) for r in requests],
                                label="init", generation=store.generation(),
-                               workers=workers or config.workers,
+                               all_or_nothing=True, workers=workers or config.workers,
                                chunk_size=config.lifecycle.chunk_size, progress=progress)
-            if made.failed:  # random genomes of this very template: a bug, never expected
-                raise EvolveError(f"agent {made.failed[0].agent_id} could not be built: "
-                                  f"{made.failed[0].reason}")
             events = _events(made)
             store.add_agents(made.rows, [(r.genome_hash, r.genome) for r in requests], events)
             total = len(store.living_ids())

@@ -68,13 +68,15 @@ class LifeManager:
         self.sandbox_reported = False
         self.pool: ProcessPoolExecutor | None = None
         self.population = Population()
+        # Plug-ins first: one that fails to load leaves nothing open behind it.
+        environment = load_environment(config.environment,
+                                       Settings(config.evaluation.energy_cost))
+        strategy = load_strategy(config.selection.strategy)
         self.notifier = Notifier(config.hooks, config.hook_timeout)
         # Separate streams: how many tasks were drawn never shifts a selection.
         seed = options.seed
         task_rng = random.Random(f"tasks:{seed}" if seed is not None else None)
         select_rng = random.Random(f"select:{seed}" if seed is not None else None)
-        environment = load_environment(config.environment,
-                                       Settings(config.evaluation.energy_cost))
         self.supervisor = Supervisor(launcher(), supervisor_settings(config), self._on_message)
         self.scanner = Scanner(workspace, self.population, self.supervisor,
                                workspace.pycache_dir, config.lifecycle.chunk_size)
@@ -82,7 +84,7 @@ class LifeManager:
         self.evaluator = Evaluator(config, self.population, self.supervisor, environment,
                                    task_rng)
         self.generations = Generations(workspace, config, self.population, self.supervisor,
-                                       load_strategy(config.selection.strategy), select_rng)
+                                       strategy, select_rng)
 
     # -- the loop ---------------------------------------------------------------
 
@@ -120,11 +122,12 @@ class LifeManager:
         self.population.absorb(self.supervisor.drain_events())  # seen while waiting
         self.scanner.refresh_template()
         self.scanner.apply(self.scanner.scan(self.pool), store, time.monotonic())
-        self.scheduler.schedule(time.monotonic())
+        now = time.monotonic()
+        self.scheduler.schedule(now)
         self._report_sandbox()
         if self.options.once:
             self._await_hellos()
-        now = time.monotonic()
+            now = time.monotonic()
         self.evaluator.send_tasks(now)
         self.supervisor.monitor(now)
         self.population.absorb(self.supervisor.drain_events())
@@ -206,7 +209,8 @@ class LifeManager:
             return
         self.notifier.close()
         self.config, self.notifier = config, notifier
-        self.scheduler.config = self.evaluator.config = self.generations.config = config
+        for stage in (self.scheduler, self.evaluator, self.generations):
+            stage.config = config
         self.evaluator.environment, self.generations.strategy = environment, strategy
         self.scanner.chunk_size = config.lifecycle.chunk_size
         self.supervisor.settings = supervisor_settings(config)

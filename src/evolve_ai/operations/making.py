@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from evolve_ai.core.catalogue import Catalogue
 from evolve_ai.core.records import AgentRow
+from evolve_ai.errors import EvolveError
 from evolve_ai.services.files import fsync_dir, sync_filesystem
 from evolve_ai.services.workspace import Workspace
 from evolve_ai.workers.build import (
@@ -31,6 +32,10 @@ from evolve_ai.workers.build import (
 )
 
 Progress = Callable[[int], None]
+
+
+class BuildError(EvolveError):
+    """Agents asked for all at once could not all be built; none was made."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,7 @@ def make_agents(
     label: str,
     generation: int,
     parents: Mapping[str, str] | None = None,
+    all_or_nothing: bool = False,
     workers: int = 1,
     chunk_size: int = 100,
     progress: Progress | None = None,
@@ -65,6 +71,8 @@ def make_agents(
     """Build ``requests`` and move them into ``agents/``; ``parents`` maps child to parent.
 
     ``label`` names the staging directory (``init``, ``birth``), for whoever finds it.
+    ``all_or_nothing``: one agent that cannot be built fails them all, before any is
+    moved into ``agents/`` (BuildError); else the failures are returned in ``failed``.
     """
     staging = workspace.staging_dir / f"{label}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
@@ -79,6 +87,9 @@ def make_agents(
         order = {r.agent_id: i for i, r in enumerate(requests)}
         results.sort(key=lambda r: order[r.agent_id])
         built = tuple(r for r in results if isinstance(r, BuiltAgent))
+        failed = tuple(r for r in results if isinstance(r, BuildFailed))
+        if failed and all_or_nothing:
+            raise BuildError(f"agent {failed[0].agent_id} cannot be built: {failed[0].reason}")
         sync_filesystem(staging)
         for agent in built:
             os.rename(staging / agent.agent_id, workspace.agent_dir(agent.agent_id))
@@ -91,7 +102,7 @@ def make_agents(
         id=b.agent_id, status="active", generation=generation, parent=parents.get(b.agent_id),
         genome_hash=b.genome_hash, code_hash=b.code_hash, created=now, updated=now,
         active_files=b.active_files, active_functions=b.active_functions) for b in built)
-    return Made(built, rows, tuple(r for r in results if isinstance(r, BuildFailed)))
+    return Made(built, rows, failed)
 
 
 def _build(template: Template, staging: str, chunks: list[list[BuildRequest]],

@@ -15,6 +15,7 @@ from evolve_ai.services import template as template_service
 from evolve_ai.services.store import Store
 from evolve_ai.services.supervisor import Supervisor
 from evolve_ai.services.workspace import Workspace
+from evolve_ai.workers.build import prepare
 from evolve_ai.workers.scan import ScanContext, ScanInput, ScanResult, scan_chunk
 
 
@@ -34,6 +35,7 @@ class Scanner:
         current = self.population.template
         if current is not None and catalogue.fingerprint == current.catalogue.fingerprint:
             return
+        prepare(files, catalogue)  # refuses a bad pyproject.toml now, not at the next birth
         if current is not None:
             self.log.info("template_changed", fingerprint=catalogue.fingerprint)
         self.population.template = Template(files, catalogue)

@@ -80,7 +80,7 @@ class ForkServerLauncher:
         self._poller: select.epoll | None = None
         self._wake_read = self._wake_write = -1
         self._queued: list[Exited] = []
-        self._measured: dict[int, psutil.Process] = {}  # kept: create_time is read once
+        self._measured: dict[int, psutil.Process] = {}  # kept: psutil caches per Process
 
     # --- Life of the fork server ---------------------------------------------------
 

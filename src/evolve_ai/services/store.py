@@ -78,6 +78,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 AGENT_COLUMNS = ", ".join(AgentRow._fields)
+assert AgentUpdate._fields[0] == "id"  # the key; the rest are what an update sets
 UPDATE_ASSIGNMENTS = ", ".join(f"{column} = ?" for column in AgentUpdate._fields[1:])
 GENERATION_COLUMNS = ", ".join(GenerationRow._fields)
 

@@ -2,10 +2,10 @@
 
 A working fake, not a mock: each stub agent has real pipes, speaks the protocol
 (hello, answers, stop), exits, ignores or obeys signals and reports a usage, all
-as its ``Program`` says and when the ``StubClock`` says. The supervisor cannot tell
-it from the fork server, so its whole state machine (backoff, hello timeout, stop
-escalation, limits) runs in milliseconds in tests. Drive it with ``advance``, then
-``Supervisor.wait(0)``.
+as its ``Program`` says and when the ``StubClock`` says. Stub agents act whenever
+the clock is read, so the supervisor cannot tell them from the fork server's, and
+its whole state machine runs in milliseconds. Give the supervisor the stub's clock
+with ``blocking=False``; move time with ``advance``.
 """
 
 from __future__ import annotations
@@ -33,10 +33,17 @@ class StubClock:
     def __init__(self, start: float = 1000.0, tick: float = 0.0) -> None:
         self.now = start
         self.tick = tick
+        self._listeners: list[Callable[[], None]] = []
 
     def __call__(self) -> float:
         self.now += self.tick
+        for listener in self._listeners:
+            listener()
         return self.now
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` at every read (it must read ``now``, not call the clock)."""
+        self._listeners.append(listener)
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:
@@ -52,6 +59,7 @@ class Program:
     exit_after: float | None = None  # exits on its own then, with ``exit_code``
     exit_code: int = 1
     answer: Answer | None = None  # answers each task with answer(data); None: never answers
+    reads_stdin: bool = True  # False: a stuck agent, whose stdin pipe fills up
     obeys_stop: bool = True  # exits 0 on a "stop" message or EOF on stdin
     obeys_term: bool = True  # dies of SIGTERM (SIGKILL always kills)
     processes: int = 1
@@ -69,7 +77,8 @@ class StubProcess:
     stdin: int  # the agent's end: it reads the orchestrator's messages here
     stdout: int  # the agent's end: it writes its lines here
     received: list[dict[str, Any]] = field(default_factory=list)
-    buffer: bytearray = field(default_factory=bytearray)
+    buffer: bytearray = field(default_factory=bytearray)  # a line not yet complete
+    outbox: bytearray = field(default_factory=bytearray)  # what its full stdout did not take
     said_hello: bool = False
     signals: list[int] = field(default_factory=list)
 
@@ -88,6 +97,8 @@ class StubLauncher:
         self._pending: list[Exited] = []
         self._next_pid = 100_000
         self._wake_read = self._wake_write = -1
+        self._stepping = False
+        clock.listen(self.step)
 
     # -- the Launcher protocol ------------------------------------------------------
 
@@ -124,17 +135,21 @@ class StubLauncher:
         del stderr_fd  # stub agents write nothing on stderr
         if self._wake_read < 0:
             raise LaunchError("the launcher is not started")
+        relative = [path for path in (spec.cwd, *spec.writable) if not os.path.isabs(path)]
+        if relative:
+            raise LaunchError(f"agent {spec.agent_id}: paths must be absolute: {relative[0]}")
         if self.refuse is not None:
             raise LaunchError(self.refuse)
-        program = self.program(spec) if callable(self.program) else self.program
+        program = self.program if isinstance(self.program, Program) else self.program(spec)
         stdin_read, stdin_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         stdout_read, stdout_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._next_pid += 1
         self.spawns += 1
-        process = StubProcess(spec.agent_id, self._next_pid, program, self.clock(),
+        now = self.clock.now
+        process = StubProcess(spec.agent_id, self._next_pid, program, now,
                               stdin_read, stdout_write)
         self.processes[process.pid] = process
-        return Launched(spec.agent_id, process.pid, self.clock(), stdin_write, stdout_read)
+        return Launched(spec.agent_id, process.pid, now, stdin_write, stdout_read)
 
     def read_exits(self) -> list[Exited]:
         with contextlib.suppress(BlockingIOError, OSError):
@@ -163,8 +178,15 @@ class StubLauncher:
         self.step()
 
     def step(self) -> None:
-        for process in list(self.processes.values()):
-            self._run(process)
+        """Every stub agent acts on what it has been sent and on the time (``now``)."""
+        if self._stepping:
+            return
+        self._stepping = True
+        try:
+            for process in list(self.processes.values()):
+                self._run(process)
+        finally:
+            self._stepping = False
 
     def by_agent(self, agent_id: str) -> StubProcess | None:
         return next((p for p in self.processes.values() if p.agent_id == agent_id), None)
@@ -176,12 +198,13 @@ class StubLauncher:
             self._exit(process, -sig)
 
     def _run(self, process: StubProcess) -> None:
-        program, age = process.program, self.clock() - process.started
+        program, age = process.program, self.clock.now - process.started
+        self._flush(process)
         if program.hello_after is not None and not process.said_hello \
                 and age >= program.hello_after:
             process.said_hello = True
             self._say(process, {"type": "hello", "genome_hash": ""})
-        eof = self._receive(process)
+        eof = self._receive(process) if program.reads_stdin else False
         for message in process.received:
             if message.get("type") == "stop" and program.obeys_stop:
                 self._exit(process, 0)
@@ -214,8 +237,21 @@ class StubLauncher:
         return eof
 
     def _say(self, process: StubProcess, message: dict[str, Any]) -> None:
-        with contextlib.suppress(BlockingIOError, BrokenPipeError):
-            os.write(process.stdout, json.dumps(message).encode() + b"\n")
+        process.outbox += json.dumps(message).encode() + b"\n"
+        self._flush(process)
+
+    def _flush(self, process: StubProcess) -> None:
+        """Write what the pipe takes; the rest waits, as a blocked writer would."""
+        if not process.outbox:
+            return
+        try:
+            written = os.write(process.stdout, process.outbox)
+        except BlockingIOError:
+            return
+        except BrokenPipeError:  # the orchestrator closed its end: nobody will read it
+            process.outbox.clear()
+            return
+        del process.outbox[:written]
 
     def _exit(self, process: StubProcess, returncode: int) -> None:
         if self.processes.pop(process.pid, None) is None:

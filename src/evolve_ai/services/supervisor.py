@@ -88,12 +88,14 @@ class SupervisorSettings:
 
 class Supervisor:
     def __init__(self, launcher: Launcher, settings: SupervisorSettings,
-                 on_message: MessageHandler, clock: Clock = time.monotonic) -> None:
+                 on_message: MessageHandler, clock: Clock = time.monotonic,
+                 *, blocking: bool = True) -> None:
         self.launcher = launcher
         self.settings = settings
         self.on_message = on_message
         self.clock = clock
-        self._blocks = clock is time.monotonic  # on any other clock a wait never sleeps
+        # False for a clock that moves only when a test moves it: waiting would never end.
+        self._blocks = blocking
         self._agents: dict[str, AgentProcess] = {}
         self._events: list[Event] = []
         self._selector = selectors.DefaultSelector()
@@ -218,8 +220,7 @@ class Supervisor:
     def wait(self, timeout: float) -> None:
         """Serve I/O and timers for up to ``timeout`` seconds (returns early when woken).
 
-        On a clock other than ``time.monotonic`` (a stub's) it never sleeps: it serves
-        what is ready, and loops until that clock passes the deadline.
+        Not ``blocking`` (a stub clock): serve what is ready once, and return.
         """
         deadline = self.clock() + max(0.0, timeout)
         while True:
@@ -227,22 +228,26 @@ class Supervisor:
             self.tick(now)
             remaining = max(0.0, deadline - now)
             timeout = min(remaining, self._next_timer(now) - now, 0.5) if self._blocks else 0
-            ready = self._selector.select(timeout)
-            woken = False
-            for key, _ in ready:
-                kind, agent_id = key.data
-                if kind == "out":
-                    self._read(agent_id, self.clock())
-                elif kind == "in":
-                    self._flush(self._agents[agent_id])
-                elif kind == "exits":
-                    self._reap(self.launcher.read_exits(), self.clock())
-                else:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_read, 4096)
-                    woken = True
-            if woken or self.clock() >= deadline:
+            woken = self._serve(self._selector.select(timeout))
+            if woken or not self._blocks or self.clock() >= deadline:
                 return
+
+    def _serve(self, ready: list[tuple[selectors.SelectorKey, int]]) -> bool:
+        """Act on ready fds; True if the wake-up pipe was among them."""
+        woken = False
+        for key, _ in ready:
+            kind, agent_id = key.data
+            if kind == "out":
+                self._read(agent_id, self.clock())
+            elif kind == "in":
+                self._flush(self._agents[agent_id])
+            elif kind == "exits":
+                self._reap(self.launcher.read_exits(), self.clock())
+            else:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_read, 4096)
+                woken = True
+        return woken
 
     def tick(self, now: float) -> None:
         """Timers: stop escalation, hello deadlines."""
@@ -305,13 +310,19 @@ class Supervisor:
             self.stop(agent_id, "shutdown", now)
         deadline = now + timeout + 1.0
         while self.alive() and self.clock() < deadline:
+            before = self.clock()
             self.wait(0.05)
+            if not self._blocks and self.clock() == before:
+                break  # a stub clock that nobody moves: nothing more will happen
         for agent_id in self.alive():  # the launcher is gone or slow: kill what is left
             proc = self._agents[agent_id]
             self._signal_group(proc, signal.SIGKILL)
             self._forget(proc)
 
     def close(self) -> None:
+        """Close the launcher (its agents die with it) and every fd still held."""
+        for proc in self._agents.values():
+            self._forget(proc)
         self.launcher.close()
         self._selector.close()
         for fd in (self._wake_read, self._wake_write):

@@ -16,7 +16,7 @@ import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, NewType
 
 from evolve_ai.core import genome as genome_codec
 from evolve_ai.core import metrics as metrics_core
@@ -46,11 +46,11 @@ class FileStat(NamedTuple):
 # The orchestrator never reads an agent's file stats, it only hands them back at the
 # next scan: they travel as one marshal blob, which pickles as cheaply as bytes do
 # (a thousand agents' stats as NamedTuples cost ~40 ms more per pass to unpickle).
-Stats = bytes
+Stats = NewType("Stats", bytes)
 
 
 def pack_stats(stats: dict[str, FileStat]) -> Stats:
-    return marshal.dumps(tuple(tuple(s) for s in stats.values()))
+    return Stats(marshal.dumps(tuple(tuple(s) for s in stats.values())))
 
 
 def unpack_stats(blob: Stats | None) -> dict[str, FileStat]:
