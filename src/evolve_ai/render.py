@@ -30,6 +30,9 @@ def failure(exc: BaseException) -> tuple[str, int]:
         return "evolve: interrupted", 130
     if isinstance(exc, OSError):
         return f"evolve: error: {exc}", 1
+    if type(exc).__module__ == "sqlite3":  # a store damaged after it was opened
+        return (f"evolve: error: the store cannot be read ({exc}); restore "
+                "workspace/evolve.db from a backup", 1)
     return (f"evolve: internal error: {type(exc).__name__}: {exc} "
             "(run with -v for the traceback)", 1)
 

@@ -269,16 +269,6 @@ def test_interrupted_init_lists_no_half_made_agent(tmp_path: Path, template: Pat
     assert status_json(tmp_path)["counts"]["active"] == 5
 
 
-def test_agents_moved_but_never_listed_are_removed(tmp_path: Path, template: Path) -> None:
-    """A kill between the move into agents/ and the commit leaves unlisted dirs: debris."""
-    init_workspace(tmp_path, 2, template=template)
-    orphan = tmp_path / "agents" / "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
-    orphan.mkdir()
-    (orphan / "genome.bin").write_bytes(b"\x80")
-    assert status_json(tmp_path)["counts"]["active"] == 2
-    assert not orphan.exists()
-
-
 def test_the_agent_runtime_answers_tasks(tmp_path: Path) -> None:
     """An agent of the bundled template, run as docs/protocol.md says, speaks the protocol."""
     init_workspace(tmp_path, 5, seed=1)

@@ -118,3 +118,53 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(WorkspaceError, match="newer than this evolve"):
         Store.open(path)
+
+
+def test_an_empty_database_is_refused_and_left_empty(tmp_path: Path) -> None:
+    """Only init makes a schema: a 0-byte store found by any other command is lost data."""
+    path = tmp_path / "evolve.db"
+    path.write_bytes(b"")
+    with pytest.raises(WorkspaceError, match="is empty"):
+        Store.open(path)
+    assert path.read_bytes() == b""
+    with Store.open(path, create=True) as made:  # init, in a workspace of nobody
+        assert made.agents_ever() == 0
+
+
+@pytest.mark.parametrize("foreign", [
+    "CREATE TABLE notes (text TEXT)",
+    "PRAGMA application_id = 1234",
+    "PRAGMA user_version = 2",
+], ids=["other tables", "other application", "versioned without agents"])
+def test_another_programs_database_is_refused(tmp_path: Path, foreign: str) -> None:
+    path = tmp_path / "evolve.db"
+    db = sqlite3.connect(path)
+    db.execute(foreign)
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    for create in (False, True):
+        with pytest.raises(WorkspaceError, match="not an evolve store"):
+            Store.open(path, create=create)
+    assert path.read_bytes() == before
+
+
+def test_a_store_is_marked_as_evolves(store: Store) -> None:
+    db = sqlite3.connect(store.path)
+    assert db.execute("PRAGMA application_id").fetchone()[0] == 0x65766F6C
+
+
+def test_garbage_in_a_page_fails_the_integrity_check(tmp_path: Path) -> None:
+    path = tmp_path / "evolve.db"
+    with Store.open(path, create=True) as made:
+        now = time.time()
+        made.add_agents([AgentRow(f"0e000000-0000-4000-8000-{n:012d}", "active", 0, None,
+                                  "g" * 32, "c" * 32, now, now) for n in range(400)], [], [])
+        made.check_integrity()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 4 * page
+    data[2 * page: 3 * page] = b"\xa5" * page  # a whole B-tree page
+    path.write_bytes(bytes(data))
+    with pytest.raises(WorkspaceError, match="damaged"), Store.open(path) as damaged:
+        damaged.check_integrity()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evolve_ai.errors import LockHeld
+from evolve_ai.errors import LockHeld, WorkspaceError
 from evolve_ai.services.workspace import Workspace, resolve_root
 from tests.helpers import hold_lock
 
@@ -36,7 +36,27 @@ def test_lock_held_by_a_long_command_is_refused_at_once(tmp_path: Path) -> None:
         assert workspace.lock_path.read_text().startswith("init ")
 
 
-def test_clean_debris_removes_staging_and_unlisted_agents_only(tmp_path: Path) -> None:
+class Vouch:
+    """What a store would say: these ids are alive, these dead."""
+
+    def __init__(self, living: set[str], dead: frozenset[str] = frozenset()) -> None:
+        self.living, self.dead = living, dead
+
+    def living_ids(self) -> set[str]:
+        return self.living
+
+    def agents_ever(self) -> int:
+        return len(self.living) + len(self.dead)
+
+    def is_dead(self, agent_id: str) -> bool:
+        return agent_id in self.dead
+
+
+DEAD = "dddddddd-1234-4234-8234-123456789abc"
+
+
+def test_clean_debris_deletes_staging_and_the_dead_and_keeps_the_unlisted(
+        tmp_path: Path) -> None:
     workspace = Workspace(tmp_path)
     workspace.ensure_layout()
     (workspace.staging_dir / "init-1-abc" / AGENT).mkdir(parents=True)
@@ -47,11 +67,32 @@ def test_clean_debris_removes_staging_and_unlisted_agents_only(tmp_path: Path) -
         directory.mkdir()
         (directory / "genome.bin").write_bytes(b"\x80")
     stray.write_text("mine")
-    assert workspace.clean_debris({listed.name}) == 2
-    assert listed.exists()
-    assert stray.exists()
-    assert not orphan.exists()
+    remains = workspace.trash_dir / f"{DEAD}-123-456"  # a dead agent's, half shredded
+    remains.mkdir(parents=True)
+    unknown = workspace.trash_dir / f"{AGENT}-9-9"  # not vouched for as dead: kept
+    unknown.mkdir()
+    cleanup = workspace.clean_debris(Vouch({listed.name}, frozenset({DEAD})))
+    assert (cleanup.removed, cleanup.kept) == (2, [AGENT])
+    assert listed.exists() and stray.exists() and unknown.exists()
+    assert not orphan.exists() and not remains.exists()
+    kept = [p for p in workspace.trash_dir.iterdir() if p.name.endswith(".unlisted")]
+    assert [(p / "genome.bin").read_bytes() for p in kept] == [b"\x80"]
     assert list(workspace.staging_dir.iterdir()) == []
+    again = workspace.clean_debris(Vouch({listed.name}, frozenset({DEAD})))
+    assert (again.removed, again.kept) == (0, [])  # what was kept stays kept
+    assert kept[0].exists()
+
+
+def test_an_empty_store_beside_agents_is_refused(tmp_path: Path) -> None:
+    """A store that knows nobody is not this population's: nothing is touched."""
+    workspace = Workspace(tmp_path)
+    workspace.ensure_layout()
+    agent = workspace.agent_dir(AGENT)
+    agent.mkdir()
+    (workspace.staging_dir / "init-1-abc").mkdir()
+    with pytest.raises(WorkspaceError, match="knows no agent"):
+        workspace.clean_debris(Vouch(set()))
+    assert agent.exists() and (workspace.staging_dir / "init-1-abc").exists()
 
 
 def test_root_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -66,10 +66,10 @@ def initiate_project(
         if not workspace.template_dir.exists():
             template_service.install(files, workspace.template_dir)
         template_service.publish_catalogue(catalogue, workspace.commons_dir)
-        with Store.open(workspace.db_path, create=True) as store:
-            removed = workspace.clean_debris(store.living_ids())
-            if removed:
-                log.info("debris_removed", entries=removed)
+        # A store is made only for a population of nobody: an empty store beside agents
+        # is one that was lost, and making it anew would read them all as debris.
+        with Store.open(workspace.db_path, create=not workspace.has_agents()) as store:
+            logs.report_cleanup(workspace.clean_debris(store), workspace)
             requests = _requests(catalogue, count, seed, store.agents_ever())
             made = make_agents(workspace, Template(files, catalogue),
                                [BuildRequest(r.agent_id, r.genome) for r in requests],

@@ -50,4 +50,8 @@ def _clean_if_idle(workspace: Workspace) -> None:
     with workspace.try_lock("status") as held:
         if held:
             with Store.open(workspace.db_path) as store:
-                workspace.clean_debris(store.living_ids())
+                cleanup = workspace.clean_debris(store)
+            if cleanup.kept:  # routine deletions are not worth a line here
+                from evolve_ai.services import logs
+
+                logs.report_cleanup(cleanup, workspace)

@@ -277,5 +277,6 @@ def run_life_cycle(workspace: Workspace, options: RunOptions,
     with workspace.lock("life-cycle"):
         logs.attach_file(workspace.events_log)
         with Store.open(workspace.db_path) as store:
-            workspace.clean_debris(store.living_ids())
+            store.check_integrity()
+            logs.report_cleanup(workspace.clean_debris(store), workspace)
         return LifeManager(workspace, config, options).run()

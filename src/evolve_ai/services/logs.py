@@ -12,7 +12,10 @@ import logging
 import sys
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evolve_ai.services.workspace import Cleanup, Workspace
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
@@ -91,6 +94,16 @@ def attach_file(path: Path) -> None:
         sinks.file.close()
     path.parent.mkdir(parents=True, exist_ok=True)
     sinks.file = path.open("a", encoding="utf-8", buffering=1)
+
+
+def report_cleanup(cleanup: Cleanup, workspace: Workspace) -> None:
+    """Say what ``clean_debris`` did: deletions are routine, unlisted agents are not."""
+    log = get_logger()
+    if cleanup.removed:
+        log.info("debris_removed", entries=cleanup.removed)
+    if cleanup.kept:
+        log.warning("unlisted_agents_kept", count=len(cleanup.kept), agents=cleanup.kept[:10],
+                    where=str(workspace.trash_dir))
 
 
 def get_logger(**context: Any) -> Any:

@@ -75,7 +75,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE agents ADD COLUMN energy REAL NOT NULL DEFAULT 1.0;
     ALTER TABLE agents ADD COLUMN idle_generations INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: the file says it is evolve's (``PRAGMA application_id``)
+    f"PRAGMA application_id = {0x65766F6C}",
 )
+APPLICATION_ID = 0x65766F6C  # "evol"
 SCHEMA_VERSION = len(MIGRATIONS)
 AGENT_COLUMNS = ", ".join(AgentRow._fields)
 assert AgentUpdate._fields[0] == "id"  # the key; the rest are what an update sets
@@ -98,15 +101,22 @@ class Store:
             )
         try:
             connection = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+        except sqlite3.DatabaseError as exc:
+            raise WorkspaceError(f"{path}: not a usable evolve database: {exc}") from None
+        store = cls(connection, path)
+        try:
             connection.row_factory = sqlite3.Row
+            store._check_identity(create)  # before anything writes to the file
             connection.execute("PRAGMA journal_mode = WAL")
             # FULL: a committed pass survives power loss, at one fsync per commit.
             connection.execute("PRAGMA synchronous = FULL")
             connection.execute("PRAGMA foreign_keys = ON")
-            store = cls(connection, path)
             store._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise WorkspaceError(f"{path}: not a usable evolve database: {exc}") from None
+        except BaseException as exc:
+            connection.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise WorkspaceError(f"{path}: not a usable evolve database: {exc}") from None
+            raise
         return store
 
     def close(self) -> None:
@@ -117,6 +127,37 @@ class Store:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def _check_identity(self, create: bool) -> None:
+        """Refuse a database that is not an evolve store, before anything is written.
+
+        Only ``init`` (``create``) makes a schema, and only in an empty database: any
+        other command that found an empty one would read it as a population of nobody,
+        and clean the real population away as debris.
+        """
+        application = self._db.execute("PRAGMA application_id").fetchone()[0]
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if application not in (0, APPLICATION_ID) or (version == 0 and tables) or (
+                version > 0 and "agents" not in tables):
+            raise WorkspaceError(f"{self.path} is not an evolve store (another program's "
+                                 "database?); nothing was changed")
+        if version == 0 and not create:
+            raise WorkspaceError(
+                f"{self.path} is empty: the population's store is lost or was never made. "
+                "Nothing was changed; restore it from a backup (only 'evolve init' creates "
+                "a store, in a new workspace)")
+
+    def check_integrity(self) -> None:
+        """``PRAGMA quick_check``: a damaged store is refused before a long command runs."""
+        try:
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as exc:
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            raise WorkspaceError(f"{self.path} is damaged ({problems[0]}); nothing was "
+                                 "changed: restore it from a backup")
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -151,6 +192,11 @@ class Store:
     def agents_ever(self) -> int:
         """How many agents were ever created here (the dead included)."""
         return int(self._db.execute("SELECT count(*) FROM agents").fetchone()[0])
+
+    def is_dead(self, agent_id: str) -> bool:
+        """Whether the store knows this agent as dead (its remains may be deleted)."""
+        row = self._db.execute("SELECT status FROM agents WHERE id = ?", (agent_id,)).fetchone()
+        return row is not None and row[0] == "dead"
 
     def living_ids(self) -> set[str]:
         """Ids of agents whose directory should exist (every status but dead)."""

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 from evolve_ai.errors import LockHeld, WorkspaceError
 
@@ -15,6 +16,7 @@ from evolve_ai.errors import LockHeld, WorkspaceError
 # "" is a holder that has the lock but has not written its role yet: wait and see.
 BRIEF_HOLDERS = frozenset({"status", "show", "maintenance", ""})
 BRIEF_WAIT = 3.0
+UNLISTED = ".unlisted"  # suffix of an agent directory the store did not list, kept in trash/
 
 
 class Workspace:
@@ -104,6 +106,11 @@ class Workspace:
     def agent_dir(self, agent_id: str) -> Path:
         return self.agents_dir / agent_id
 
+    def has_agents(self) -> bool:
+        """Whether ``agents/`` holds any agent directory."""
+        return self.agents_dir.is_dir() and any(
+            _is_agent_id(entry.name) for entry in self.agents_dir.iterdir())
+
     def is_initialized(self) -> bool:
         return self.db_path.is_file()
 
@@ -164,24 +171,60 @@ class Workspace:
         finally:
             os.close(fd)
 
-    def clean_debris(self, living: set[str]) -> int:
-        """Remove what an interrupted command left: staging areas and unlisted agent dirs.
+    def clean_debris(self, store: Vouching) -> Cleanup:
+        """Tidy what an interrupted command left, deleting only what the store vouches for.
 
-        Call only under the lock. Only entries named like agent ids are touched
-        in ``agents/``, so a stray user file there is never removed.
+        Call only under the lock. Staging areas (agents half-built, never listed) are
+        deleted; in ``trash/``, the remains of dead agents; an agent directory the store
+        does not list is moved to ``trash/`` and kept, never deleted. Only entries named
+        like agent ids are touched in ``agents/``. A store that knows no agent at all
+        beside an ``agents/`` that holds some is refused: it is not this population's.
         """
-        removed = 0
-        for holder in (self.staging_dir, self.trash_dir):
-            if holder.is_dir():
-                for entry in holder.iterdir():
-                    _remove(entry)
-                    removed += 1
+        unlisted = []
         if self.agents_dir.is_dir():
-            for entry in self.agents_dir.iterdir():
-                if entry.name not in living and _is_agent_id(entry.name):
+            living = store.living_ids()
+            unlisted = [entry for entry in self.agents_dir.iterdir()
+                        if entry.name not in living and _is_agent_id(entry.name)]
+        if unlisted and store.agents_ever() == 0:
+            raise WorkspaceError(
+                f"{self.agents_dir} holds {len(unlisted)} agent directories but the store "
+                f"{self.db_path} knows no agent: it is not this population's store. Nothing "
+                "was changed; restore the store from a backup, or move agents/ away")
+        cleanup = Cleanup()
+        if self.staging_dir.is_dir():
+            for entry in self.staging_dir.iterdir():
+                _remove(entry)
+                cleanup.removed += 1
+        if self.trash_dir.is_dir():
+            for entry in self.trash_dir.iterdir():
+                if not entry.name.endswith(UNLISTED) and store.is_dead(entry.name[:36]):
                     _remove(entry)
-                    removed += 1
-        return removed
+                    cleanup.removed += 1
+        for entry in unlisted:
+            self.trash_dir.mkdir(parents=True, exist_ok=True)
+            entry.rename(self.trash_dir / f"{entry.name}-{time.time_ns()}{UNLISTED}")
+            cleanup.kept.append(entry.name)
+        return cleanup
+
+
+class Vouching(Protocol):
+    """What the store says about agents, for ``clean_debris``."""
+
+    def living_ids(self) -> set[str]: ...
+
+    def agents_ever(self) -> int: ...
+
+    def is_dead(self, agent_id: str) -> bool: ...
+
+
+class Cleanup:
+    """What ``clean_debris`` did: entries deleted, unlisted agents moved to the trash."""
+
+    __slots__ = ("kept", "removed")
+
+    def __init__(self) -> None:
+        self.removed = 0
+        self.kept: list[str] = []
 
 
 def _read_holder(fd: int) -> tuple[str, int]:
