@@ -199,3 +199,24 @@ def test_a_link_planted_at_the_wiring_temp_name_is_not_followed(
     assert result.outcome == "quarantined"
     # caught by the tree walk; atomic_write's O_NOFOLLOW covers a link planted after it
     assert result.reason == f"tampered: src/agent/.main.py.{os.getpid()}.tmp is a symbolic link"
+
+
+def test_in_place_rewrite_keeping_size_inode_and_mtime_is_seen(
+        setup: tuple[Workspace, Catalogue, Path]) -> None:
+    """An agent rewrites genome.bin in place, same length, then puts its mtime back: the
+    stat fast path must not trust the old digest (ctime cannot be put back)."""
+    _, catalogue, agent = setup
+    first = scan(catalogue, agent)
+    path = agent / "genome.bin"
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size; a byte the decoder will now refuse or read anew
+    with path.open("r+b") as handle:  # in place: same inode
+        handle.write(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_ino, after.st_mtime_ns) == (
+        before.st_size, before.st_ino, before.st_mtime_ns)
+    again = scan(catalogue, agent, first)
+    assert again.rehashed >= 1
+    assert again.outcome != "ok" or again.genome_hash != first.genome_hash

@@ -34,11 +34,15 @@ SKIPPED_DIRS = frozenset({"__pycache__"})
 
 
 class FileStat(NamedTuple):
-    """One file as the last scan saw it: unchanged size, mtime and inode keep the digest."""
+    """One file as the last scan saw it: unchanged size, times and inode keep the digest.
+
+    ctime too: an in-place rewrite can put size, inode and mtime back (utime), never ctime.
+    """
 
     path: str  # relative to the agent directory
     size: int
     mtime_ns: int
+    ctime_ns: int
     inode: int
     digest: str
 
@@ -194,13 +198,13 @@ def _record(base: str, relative: str, info: os.stat_result, previous: dict[str, 
         raise _Refused("quarantined", f"tampered: {relative} is not a regular file")
     old = previous.get(relative)
     if (old is not None and old.size == info.st_size and old.mtime_ns == info.st_mtime_ns
-            and old.inode == info.st_ino):
+            and old.ctime_ns == info.st_ctime_ns and old.inode == info.st_ino):
         stats[relative] = old
         return
     data = _read(Path(base, relative), relative)
     rehashed[0] += 1
-    stats[relative] = FileStat(relative, info.st_size, info.st_mtime_ns, info.st_ino,
-                               hash_bytes(data))
+    stats[relative] = FileStat(relative, info.st_size, info.st_mtime_ns, info.st_ctime_ns,
+                               info.st_ino, hash_bytes(data))
 
 
 def _read(path: Path, relative: str, limit: int = MAX_FILE_BYTES) -> bytes:
@@ -267,7 +271,8 @@ def _sync_wiring(root: Path, genome: genome_codec.Genome, catalogue: Catalogue,
         except OSError as exc:  # e.g. a link planted where the temp file goes
             raise _Refused("quarantined", f"tampered: cannot rewrite {path}: {exc}") from None
         info = os.lstat(target)
-        stats[path] = FileStat(path, info.st_size, info.st_mtime_ns, info.st_ino, digest)
+        stats[path] = FileStat(path, info.st_size, info.st_mtime_ns, info.st_ctime_ns,
+                               info.st_ino, digest)
 
 
 def _active_paths(genome: genome_codec.Genome, catalogue: Catalogue) -> list[str]:
