@@ -70,3 +70,21 @@ def test_a_process_that_ran_is_saved_and_then_cleared(tmp_path: Path) -> None:
         row = store.find(ID)
         assert (row.process, row.pid, row.pid_started) == ("stopped", None, None)
         sup.close()
+
+
+def test_resume_clears_every_process_record_the_dead_included(tmp_path: Path) -> None:
+    """After a kill -9, rows still claim running processes; none runs: they must say so."""
+    dead = "00000000-0000-4000-8000-000000000002"
+    now = time.time()
+    with Store.open(tmp_path / "evolve.db", create=True) as store:
+        store.add_agents([AgentRow(ID, "active", 0, None, "g", "c", now, now),
+                          AgentRow(dead, "dead", 0, None, "g", "c", now, now)], [], [])
+        with store.transaction() as db:  # as a crashed life cycle left them
+            db.execute("UPDATE agents SET process = 'running', pid = 999999999, "
+                       "pid_started = 1.0")
+        sup = supervisor()
+        Persistence(store, Population(), sup).resume()
+        for agent_id in (ID, dead):
+            row = store.find(agent_id)
+            assert (row.process, row.pid, row.pid_started) == ("stopped", None, None)
+        sup.close()

@@ -34,11 +34,10 @@ class Persistence:
         for agent_id, pid, started in self.store.stale_processes():
             _end_stale(pid, started)
             self.log.info("stale_process_ended", agent=agent_id, pid=pid)
+        self.store.clear_processes()  # none runs now: the records say so, the dead's too
         self.population.generation = self.store.generation()
         for row in self.store.living_agents():
             agent = LiveAgent(**{f: getattr(row, f) for f in _AGENT_FIELDS})
-            # a process recorded as alive is one no longer: say so at the first save
-            agent.dirty = row.pid is not None or row.process != "stopped"
             self.population.agents[agent.id] = agent
             self.supervisor.restore(agent.id, row.restarts)
 

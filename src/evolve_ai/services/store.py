@@ -251,6 +251,15 @@ class Store:
         rows = self._db.execute("SELECT id, pid, pid_started FROM agents WHERE pid IS NOT NULL")
         return [(row[0], row[1], row[2]) for row in rows]
 
+    def clear_processes(self) -> int:
+        """Record every agent as without a process (its stale ones were ended): how many
+        records said otherwise. The dead too: their records must not claim a pid."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "UPDATE agents SET process = 'stopped', pid = NULL, pid_started = NULL "
+                "WHERE pid IS NOT NULL OR process != 'stopped'")
+            return cursor.rowcount
+
     def save_pass(
         self,
         updates: Sequence[AgentUpdate],
