@@ -70,6 +70,7 @@ def test_births_record_parents_and_the_dead_stay_queryable(tmp_path: Path) -> No
     assert children
     for agent_id in dead:
         assert not (root / "agents" / agent_id).exists()
+        assert not (root / "logs" / "agents" / f"{agent_id}.log").exists()  # nor its log
         shown = json.loads(run_evolve(root, "show", agent_id, "--json").stdout)
         assert shown["status"] == "dead"
         assert shown["genome"]["schema"] == 1  # the genome outlives the agent
@@ -84,6 +85,9 @@ def test_births_record_parents_and_the_dead_stay_queryable(tmp_path: Path) -> No
                                    .stdout)["children"]
     died = [e for e in read_events(root) if e["event"] == "died"]
     assert {e["agent"] for e in died} == set(dead)
+    unheld = db.execute("SELECT count(*) FROM genomes WHERE hash NOT IN "
+                        "(SELECT genome_hash FROM agents)").fetchone()[0]
+    assert unheld == 0  # variants agents moved on from are not kept
     elite = sorted((root / "workspace" / "commons" / "elite").glob("*.bin"))
     assert elite and all(msgpack.unpackb(p.read_bytes())["schema"] == 1 for p in elite)
 

@@ -279,3 +279,41 @@ def test_a_template_whose_pyproject_breaks_is_refused_before_anyone_dies(
     status = status_json(root)
     assert status["generation"] == 0
     assert status["counts"]["active"] == 4 and status["counts"]["dead"] == 0
+
+
+IMMORTAL = '''\
+import os
+import msgpack
+
+# At every start, a new genome (one more mutation counted) before anyone can measure it.
+with open("genome.bin", "rb") as handle:
+    genome = msgpack.unpackb(handle.read(), raw=False)
+genome["mutations"] = genome.get("mutations", 0) + 1
+with open("genome.tmp", "wb") as handle:
+    handle.write(msgpack.packb(genome, use_bin_type=True))
+os.replace("genome.tmp", "genome.bin")
+
+
+def f(terms):
+    return None
+'''
+
+
+def test_an_agent_that_rewrites_its_genome_at_every_start_is_not_immortal(
+        tmp_path: Path) -> None:
+    """Never measured, it was never judged, and outlived everyone. Now, past
+    selection.unmeasured_rewrites rewrites in a row it counts as fitness 0, and dies."""
+    root = make_workspace(tmp_path, {"immortal": IMMORTAL}, 4, {
+        "selection.strategy": "truncation", "selection.every": 3, "population.size": 4,
+        "selection.min_evaluations": 2, "selection.unmeasured_rewrites": 2})
+    rewriter = sorted(p.name for p in (root / "agents").iterdir())[0]
+    write_genome(root / "agents" / rewriter, {"src/agent/immortal.py": ["f"],
+                                              "src/agent/solver.py": ["last"]})
+    result = run_evolve(root, "life-cycle", "--generations", "4", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    limits = [e for e in read_events(root, "limit", agent=rewriter)
+              if e["what"] == "unmeasured_rewrites"]
+    assert limits
+    died = read_events(root, "died", agent=rewriter)
+    assert died and died[0]["fitness"] == 0.0
+    assert len(read_events(root, "mutated", agent=rewriter)) <= 3 * 4 + 1  # one a pass at most

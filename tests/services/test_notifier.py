@@ -95,3 +95,21 @@ def test_events_are_logged_even_without_hooks(hooks: Path) -> None:
 def test_an_unloadable_hook_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="hook 'nomodule:fn' cannot be loaded"):
         Notifier(["nomodule:fn"], timeout=1.0)
+
+
+def test_the_event_log_rolls_over_and_keeps_a_few_files(tmp_path: Path) -> None:
+    """A long run writes a bounded log: evolve.jsonl and at most ``files`` older copies."""
+    path = tmp_path / "evolve.jsonl"
+    logs.configure(0, "json")
+    logs.attach_file(path, max_bytes=4096, files=2)
+    try:
+        log = logs.get_logger()
+        for n in range(500):
+            log.debug("tick", n=n, padding="x" * 50)
+    finally:
+        logs.configure(0, "console")  # closes the file
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["evolve.jsonl", "evolve.jsonl.1", "evolve.jsonl.2"]
+    assert all(p.stat().st_size <= 4096 + 200 for p in tmp_path.iterdir())
+    last = [json.loads(line) for line in path.read_text().splitlines()][-1]
+    assert last["n"] == 499  # the newest events are in the live file

@@ -168,3 +168,17 @@ def test_garbage_in_a_page_fails_the_integrity_check(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(WorkspaceError, match="damaged"), Store.open(path) as damaged:
         damaged.check_integrity()
+
+
+def test_prune_keeps_every_genome_an_agent_holds_and_recent_events(store: Store) -> None:
+    """Genomes no agent holds go (the dead's stay: show needs them); old events go."""
+    now = time.time()
+    dead = record("0d000000-0000-4000-8000-000000000009")._replace(status="dead",
+                                                                   genome_hash="d" * 32)
+    store.add_agents([dead], [("d" * 32, b"\x82")], [])
+    store.save_pass([], [("o" * 32, b"\x83")], [Event("mutated", now, IDS[0])],
+                    [GenerationRow(g, None, None, 4, 0, 0) for g in (1, 2, 3)])
+    assert store.prune(keep_generations=1) == (1, 3)  # the orphan; the 3 of generation 0
+    assert store.genome_bytes("o" * 32) is None
+    assert store.genome_bytes("d" * 32) == b"\x82" and store.genome_bytes("g" * 32) == b"\x80"
+    assert [e["kind"] for e in store.events_of(IDS[0])] == ["mutated"]  # generation 3

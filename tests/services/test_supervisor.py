@@ -375,3 +375,20 @@ class TestMessagesAndLimits:
 
 def _as_dict(settings: SupervisorSettings) -> dict[str, Any]:
     return {name: getattr(settings, name) for name in SupervisorSettings.__dataclass_fields__}
+
+
+def test_a_trickle_of_garbage_is_one_event_a_pass() -> None:
+    """Malformed lines are counted as they come and reported once a pass, with the count."""
+    made = make(Program(garbage=3))
+    try:
+        made.start()
+        made.run(2.0)  # eight steps of three lines, and the clock reads between them
+        made.supervisor.monitor(made.clock())
+        events = [e for e in made.supervisor.drain_events() if e.kind == "malformed"]
+        assert len(events) == 1
+        count = dict(events[0].data)["count"]
+        assert isinstance(count, int) and count >= 24
+        made.supervisor.monitor(made.clock())  # nothing new since: nothing said
+        assert "malformed" not in made.kinds()
+    finally:
+        made.close()

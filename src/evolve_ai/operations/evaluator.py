@@ -93,4 +93,5 @@ class Evaluator:
         if not agent.pending:
             agent.fitness = self.environment.fitness(list(agent.scores), agent.active_functions)
             agent.measured = len(agent.scores)
+            agent.unmeasured_rewrites = 0
             self.supervisor.send(agent.id, {"type": "feedback", "fitness": agent.fitness})

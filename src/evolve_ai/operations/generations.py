@@ -88,6 +88,8 @@ class Generations:
             # its compiled modules too (the pycache mirrors absolute source paths)
             self._shredder.discard(self.workspace.pycache_dir / str(directory).lstrip(os.sep),
                                    trash)
+            for log in (f"{agent_id}.log", f"{agent_id}.log.1"):  # its captured output
+                (self.workspace.agent_logs_dir / log).unlink(missing_ok=True)
             self._doomed.discard(agent_id)
             self.population.agents.pop(agent_id, None)
             self.supervisor.forget(agent_id)

@@ -59,7 +59,7 @@ def initiate_project(
     files, catalogue = _choose_template(workspace, template)
     workspace.ensure_layout()
     with workspace.lock("init"):
-        logs.attach_file(workspace.events_log)
+        logs.attach_file(workspace.events_log, config.logs.max_mb << 20, config.logs.files)
         log = logs.get_logger(command="init")
         if first_init:
             atomic_write(workspace.config_path, config_service.render_default().encode())

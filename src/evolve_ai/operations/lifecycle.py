@@ -79,7 +79,7 @@ class LifeManager:
         select_rng = random.Random(f"select:{seed}" if seed is not None else None)
         self.supervisor = Supervisor(launcher(), supervisor_settings(config), self._on_message)
         self.scanner = Scanner(workspace, self.population, self.supervisor,
-                               workspace.pycache_dir, config.lifecycle.chunk_size)
+                               workspace.pycache_dir, config)
         self.scheduler = Scheduler(workspace, config, self.population, self.supervisor)
         self.evaluator = Evaluator(config, self.population, self.supervisor, environment,
                                    task_rng)
@@ -135,7 +135,8 @@ class LifeManager:
         births: list[AgentRow] = []
         if self.passes % self.config.selection.every == 0:
             generations, births = self.generations.close(store, time.monotonic())
-        self.notifier.publish(persistence.save(generations, births))
+        self.notifier.publish(persistence.save(generations, births,
+                                               self.config.logs.event_generations))
         self._bury()
         self.log.debug("pass_done", number=self.passes,
                        seconds=round(time.monotonic() - started, 4),
@@ -209,10 +210,9 @@ class LifeManager:
             return
         self.notifier.close()
         self.config, self.notifier = config, notifier
-        for stage in (self.scheduler, self.evaluator, self.generations):
+        for stage in (self.scanner, self.scheduler, self.evaluator, self.generations):
             stage.config = config
         self.evaluator.environment, self.generations.strategy = environment, strategy
-        self.scanner.chunk_size = config.lifecycle.chunk_size
         self.supervisor.settings = supervisor_settings(config)
         self.log.info("config_reloaded")
 
@@ -275,7 +275,7 @@ def run_life_cycle(workspace: Workspace, options: RunOptions,
     if overrides:
         config = config.with_overrides(overrides, "command line")
     with workspace.lock("life-cycle"):
-        logs.attach_file(workspace.events_log)
+        logs.attach_file(workspace.events_log, config.logs.max_mb << 20, config.logs.files)
         with Store.open(workspace.db_path) as store:
             store.check_integrity()
             logs.report_cleanup(workspace.clean_debris(store), workspace)

@@ -42,8 +42,9 @@ class Persistence:
             self.supervisor.restore(agent.id, row.restarts)
 
     def save(self, generations: Sequence[GenerationRow] = (),
-             births: Sequence[AgentRow] = ()) -> list[Event]:
-        """Commit the pass in one transaction; the events it saved (for the hooks)."""
+             births: Sequence[AgentRow] = (), keep_generations: int = 0) -> list[Event]:
+        """Commit the pass in one transaction; the events it saved (for the hooks). With
+        ``keep_generations`` and a generation closed, prune the store (``Store.prune``)."""
         population = self.population
         population.absorb(self.supervisor.drain_events())
         processes = self.supervisor.take_changed()
@@ -64,6 +65,8 @@ class Persistence:
         self.store.save_pass(updates, list(population.new_genomes.items()), events,
                              generations, births)
         population.new_genomes.clear()
+        if generations and keep_generations:
+            self.store.prune(keep_generations)
         return events
 
 

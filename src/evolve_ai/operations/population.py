@@ -41,6 +41,7 @@ class LiveAgent:
     idle_generations: int = 0
     # -- memory only --
     measured: int = 0  # scores behind ``fitness``: the current genome's, at most a window
+    unmeasured_rewrites: int = 0  # new genomes in a row without a measurement between
     scores: deque[float] = field(default_factory=deque)
     pending: dict[str, tuple[Task, float]] = field(default_factory=dict)  # id -> task, deadline
     stats: Stats | None = None  # the last scan's, handed back to the next one

@@ -12,6 +12,7 @@ from evolve_ai.operations.making import Template
 from evolve_ai.operations.population import LiveAgent, Population
 from evolve_ai.services import logs
 from evolve_ai.services import template as template_service
+from evolve_ai.services.config import Config
 from evolve_ai.services.store import Store
 from evolve_ai.services.supervisor import Supervisor
 from evolve_ai.services.workspace import Workspace
@@ -21,12 +22,12 @@ from evolve_ai.workers.scan import ScanContext, ScanInput, ScanResult, scan_chun
 
 class Scanner:
     def __init__(self, workspace: Workspace, population: Population, supervisor: Supervisor,
-                 pycache: Path, chunk_size: int) -> None:
+                 pycache: Path, config: Config) -> None:
         self.workspace = workspace
+        self.config = config
         self.population = population
         self.supervisor = supervisor
         self.pycache = pycache
-        self.chunk_size = chunk_size
         self.log = logs.get_logger(command="life-cycle")
 
     def refresh_template(self) -> None:
@@ -52,7 +53,7 @@ class Scanner:
                       a.stats)
             for a in self.population.active()
         ]
-        size = self.chunk_size
+        size = self.config.lifecycle.chunk_size
         chunks = [inputs[i: i + size] for i in range(0, len(inputs), size)]
         if pool is None or len(chunks) <= 1:
             return [r for chunk in chunks for r in scan_chunk(context, chunk)]
@@ -114,3 +115,10 @@ class Scanner:
         agent.dirty = True
         self.population.event("mutated", agent.id, genome_hash=result.genome_hash,
                               genes=list(changed[:50]), changed=len(changed))
+        agent.unmeasured_rewrites += 1
+        if agent.unmeasured_rewrites > self.config.selection.unmeasured_rewrites:
+            # An agent that rewrites itself faster than it can be measured would never
+            # be judged, and so never die: it is judged as worthless until it is measured.
+            agent.fitness, agent.measured = 0.0, self.config.evaluation.window
+            self.population.event("limit", agent.id, what="unmeasured_rewrites",
+                                  value=agent.unmeasured_rewrites, level="warning")

@@ -135,6 +135,17 @@ class SelectionSection:
     metabolism: float = _key(0.25, "energy spent per generation (energy)", _non_negative)
     publish_elite: int = _key(5, "best genomes published to the commons each generation",
                               _non_negative)
+    unmeasured_rewrites: int = _key(
+        3, "genome rewrites in a row, none measured, after which an agent counts as fitness 0",
+        _positive)
+
+
+@dataclass(frozen=True, slots=True)
+class LogsSection:
+    max_mb: int = _key(64, "size of logs/evolve.jsonl that makes it roll over, MiB", _positive)
+    files: int = _key(3, "rolled-over copies of evolve.jsonl kept (evolve.jsonl.1 ...)",
+                      _positive)
+    event_generations: int = _key(100, "generations of events kept in the store", _positive)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +161,7 @@ class Config:
     limits: LimitsSection = field(default_factory=LimitsSection)
     selection: SelectionSection = field(default_factory=SelectionSection)
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+    logs: LogsSection = field(default_factory=LogsSection)
 
     @property
     def workers(self) -> int:

@@ -7,6 +7,7 @@ structlog is imported on first use, so commands that log nothing start faster.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -29,6 +30,10 @@ class _Sinks:
         self.console_level = console_level
         self.console_format = console_format
         self.file: IO[str] | None = None
+        self.path: Path | None = None
+        self.max_bytes = 0  # roll the file over past this size; 0: never
+        self.files = 0  # rolled-over copies kept
+        self.written = 0
         self._console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         self._drop = structlog.DropEvent
 
@@ -36,7 +41,11 @@ class _Sinks:
                  event: MutableMapping[str, Any]) -> Mapping[str, Any]:
         level = LEVELS.get(event.get("level", "info"), 20)
         if self.file is not None:
-            self.file.write(json.dumps(event, default=str, sort_keys=True) + "\n")
+            line = json.dumps(event, default=str, sort_keys=True) + "\n"
+            self.file.write(line)
+            self.written += len(line)
+            if self.max_bytes and self.written > self.max_bytes:
+                self.roll_over()
         if level >= self.console_level:
             if self.console_format == "json":
                 line = json.dumps(event, default=str, sort_keys=True)
@@ -44,6 +53,21 @@ class _Sinks:
                 line = str(self._console(logger, method, dict(event)))
             print(line, file=sys.stderr, flush=True)
         raise self._drop
+
+    def roll_over(self) -> None:
+        """evolve.jsonl -> .1 -> .2 ...; the oldest beyond ``files`` is dropped."""
+        assert self.file is not None and self.path is not None
+        self.file.close()
+        for index in range(self.files, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if index == self.files:
+                older.unlink(missing_ok=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    older.rename(self.path.with_name(f"{self.path.name}.{index + 1}"))
+        self.path.rename(self.path.with_name(f"{self.path.name}.1"))
+        self.file = self.path.open("a", encoding="utf-8", buffering=1)
+        self.written = 0
 
 
 _settings: tuple[int, str] = (0, "console")
@@ -87,13 +111,16 @@ def _ensure() -> _Sinks:
     return _sinks
 
 
-def attach_file(path: Path) -> None:
-    """Start appending every event to ``path`` (line-buffered, so a crash loses no line)."""
+def attach_file(path: Path, max_bytes: int = 0, files: int = 1) -> None:
+    """Start appending every event to ``path`` (line-buffered, so a crash loses no line);
+    past ``max_bytes`` it rolls over, ``files`` old copies kept."""
     sinks = _ensure()
     if sinks.file is not None:
         sinks.file.close()
     path.parent.mkdir(parents=True, exist_ok=True)
     sinks.file = path.open("a", encoding="utf-8", buffering=1)
+    sinks.path, sinks.max_bytes, sinks.files = path, max_bytes, max(1, files)
+    sinks.written = sinks.file.tell()
 
 
 def report_cleanup(cleanup: Cleanup, workspace: Workspace) -> None:

@@ -77,6 +77,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 4: the file says it is evolve's (``PRAGMA application_id``)
     f"PRAGMA application_id = {0x65766F6C}",
+    # 5: old events are pruned by generation
+    "CREATE INDEX events_generation ON events (generation)",
 )
 APPLICATION_ID = 0x65766F6C  # "evol"
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -250,6 +252,17 @@ class Store:
         """Agents recorded with a process, as a crashed life cycle may have left them."""
         rows = self._db.execute("SELECT id, pid, pid_started FROM agents WHERE pid IS NOT NULL")
         return [(row[0], row[1], row[2]) for row in rows]
+
+    def prune(self, keep_generations: int) -> tuple[int, int]:
+        """Delete genomes no agent holds (variants an agent moved on from) and events older
+        than ``keep_generations`` generations: the store grows with agents, not time.
+        Returns (genomes, events) deleted."""
+        with self.transaction() as db:
+            genomes = db.execute("DELETE FROM genomes WHERE hash NOT IN "
+                                 "(SELECT genome_hash FROM agents)").rowcount
+            events = db.execute("DELETE FROM events WHERE generation < ?",
+                                (self.generation() - keep_generations,)).rowcount
+        return genomes, events
 
     def clear_processes(self) -> int:
         """Record every agent as without a process (its stale ones were ended): how many

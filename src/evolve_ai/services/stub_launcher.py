@@ -60,6 +60,7 @@ class Program:
     exit_code: int = 1
     answer: Answer | None = None  # answers each task with answer(data); None: never answers
     reads_stdin: bool = True  # False: a stuck agent, whose stdin pipe fills up
+    garbage: int = 0  # malformed lines written at each step, once it has said hello
     obeys_stop: bool = True  # exits 0 on a "stop" message or EOF on stdin
     obeys_term: bool = True  # dies of SIGTERM (SIGKILL always kills)
     processes: int = 1
@@ -204,6 +205,9 @@ class StubLauncher:
                 and age >= program.hello_after:
             process.said_hello = True
             self._say(process, {"type": "hello", "genome_hash": ""})
+        if process.said_hello and program.garbage:
+            process.outbox += b"not json\n" * program.garbage
+            self._flush(process)
         eof = self._receive(process) if program.reads_stdin else False
         for message in process.received:
             if message.get("type") == "stop" and program.obeys_stop:

@@ -70,7 +70,8 @@ class AgentProcess:
     stopping: str | None = None  # why a stop was asked: restart, turn, shutdown, quarantined...
     term_at: float = 0.0
     kill_at: float = 0.0
-    reported_malformed: int = 0
+    read_malformed: int = 0  # what the current reader had counted at the last read
+    malformed: int = 0  # malformed lines not yet reported (one event a pass at most)
     dirty: bool = True  # to be saved
 
 
@@ -176,7 +177,7 @@ class Supervisor:
         proc.stdin, proc.reader = launched.stdin, LineReader(launched.stdout)
         proc.output.clear()
         proc.started_at, proc.hello_at, proc.stopping = now, None, None
-        proc.reported_malformed = 0
+        proc.read_malformed = 0
         proc.dirty = True
         self._by_pid[launched.pid] = spec.agent_id
         self._selector.register(launched.stdout, selectors.EVENT_READ, ("out", spec.agent_id))
@@ -289,7 +290,12 @@ class Supervisor:
         return proc.state != "backoff" or now >= proc.backoff_until
 
     def monitor(self, now: float) -> None:
-        """Measure every live agent's process group; kill those over their limits."""
+        """Once a pass: report malformed output (one event per agent, with its count),
+        measure every live agent's process group, kill those over their limits."""
+        for proc in self._agents.values():
+            if proc.malformed:  # a trickle of garbage costs one event a pass, not one a line
+                self._event("malformed", proc, count=proc.malformed, level="debug")
+                proc.malformed = 0
         usage = self.launcher.measure(self._by_pid.keys())
         for pid, agent_id in list(self._by_pid.items()):
             proc = self._agents[agent_id]
@@ -352,10 +358,8 @@ class Supervisor:
                 proc.state, proc.hello_at, proc.dirty = "running", now, True
             elif proc.state == "running":
                 self.on_message(agent_id, message)
-        if reader.malformed > proc.reported_malformed:
-            self._event("malformed", proc, count=reader.malformed - proc.reported_malformed,
-                        level="debug")
-            proc.reported_malformed = reader.malformed
+        proc.malformed += reader.malformed - proc.read_malformed
+        proc.read_malformed = reader.malformed
         if reader.eof:
             self._close_stdout(proc)
 

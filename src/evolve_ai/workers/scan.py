@@ -58,9 +58,17 @@ def pack_stats(stats: dict[str, FileStat]) -> Stats:
 
 
 def unpack_stats(blob: Stats | None) -> dict[str, FileStat]:
+    """The stats a blob holds; an idle agent hands back the same blob pass after pass, so
+    each worker keeps what it decoded (a bounded cache: it is cleared when full)."""
     if blob is None:
         return {}
-    return {entry[0]: FileStat._make(entry) for entry in marshal.loads(blob)}
+    stats = _unpacked.get(blob)
+    if stats is None:
+        stats = {entry[0]: FileStat._make(entry) for entry in marshal.loads(blob)}
+        if len(_unpacked) >= UNPACKED_CACHE:
+            _unpacked.clear()
+        _unpacked[blob] = stats
+    return stats
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +113,8 @@ class _Refused(Exception):
 # Per-worker caches keyed by content digest: template files are identical in
 # every agent, so each is compiled and measured once per worker, not per agent.
 _pyc_cache: dict[str, bytes] = {}
+UNPACKED_CACHE = 20_000  # agents' stats kept decoded per worker
+_unpacked: dict[bytes, dict[str, FileStat]] = {}
 _metrics_cache: dict[str, metrics_core.ModuleMetrics] = {}
 
 
@@ -127,8 +137,12 @@ def scan_agent(context: ScanContext, item: ScanInput) -> ScanResult:
             genome_hash = item.genome_hash
             assert genome_hash is not None
             sources = {path: s.digest for path, s in stats.items() if path.startswith("src/")}
+            same = (item.stats is not None and len(stats) == len(previous)
+                    and all(previous.get(path) is s for path, s in stats.items()))
             return ScanResult(item.agent_id, "ok", None, genome_hash,
-                              code_hash(sources, genome_hash), pack_stats(stats), rehashed[0])
+                              code_hash(sources, genome_hash),
+                              item.stats if same and item.stats else pack_stats(stats),
+                              rehashed[0])
         genome, genome_bytes, genome_hash = _genome(root, context.catalogue)
         _sync_wiring(root, genome, context.catalogue, stats)
         sources = {path: s.digest for path, s in stats.items() if path.startswith("src/")}
