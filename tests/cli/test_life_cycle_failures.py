@@ -303,12 +303,16 @@ def test_an_agent_that_rewrites_its_genome_at_every_start_is_not_immortal(
         tmp_path: Path) -> None:
     """Never measured, it was never judged, and outlived everyone. Now, past
     selection.unmeasured_rewrites rewrites in a row it counts as fitness 0, and dies."""
-    root = make_workspace(tmp_path, {"immortal": IMMORTAL}, 4, {
+    arithmetic = "def step(terms):\n    return 2 * terms[-1] - terms[-2]\n"
+    root = make_workspace(tmp_path, {"immortal": IMMORTAL, "arithmetic": arithmetic}, 4, {
         "selection.strategy": "truncation", "selection.every": 3, "population.size": 4,
-        "selection.min_evaluations": 2, "selection.unmeasured_rewrites": 2})
-    rewriter = sorted(p.name for p in (root / "agents").iterdir())[0]
+        "selection.min_evaluations": 2, "selection.unmeasured_rewrites": 2,
+        "evaluation.energy_cost": 0.0})
+    rewriter, *others = sorted(p.name for p in (root / "agents").iterdir())
+    for other in others:  # they answer arithmetic sequences: a fitness above 0
+        write_genome(root / "agents" / other, {"src/agent/arithmetic.py": ["step"]})
     write_genome(root / "agents" / rewriter, {"src/agent/immortal.py": ["f"],
-                                              "src/agent/solver.py": ["last"]})
+                                              "src/agent/arithmetic.py": ["step"]})
     result = run_evolve(root, "life-cycle", "--generations", "4", "--seed", "1")
     assert result.returncode == 0, result.stderr
     limits = [e for e in read_events(root, "limit", agent=rewriter)
