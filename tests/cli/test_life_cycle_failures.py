@@ -142,6 +142,15 @@ HOGS = {
     "memory": "def hog(terms):\n    global keep\n    keep = bytearray(2 * 1024 ** 3)\n"
               "    return 1\n",
     "busy": "def hog(terms):\n    while True:\n        pass\n",
+    # Each child stays under the per-process limit; together they are far over it.
+    "children": ("import os, time\n"
+                 "def hog(terms):\n"
+                 "    for _ in range(4):\n"
+                 "        if os.fork() == 0:\n"
+                 "            keep = bytearray(90 * 1024 * 1024)\n"
+                 "            time.sleep(60)\n"
+                 "            os._exit(0)\n"
+                 "    time.sleep(60)\n"),
     "forks": ("import os, time\n"
               "def hog(terms):\n"
               "    for _ in range(200):  # bounded, for the test machine's sake\n"
@@ -205,6 +214,9 @@ def test_hogs_are_contained(tmp_path: Path, kind: str) -> None:
         stop_life_cycle(proc)
     assert peak < 200 * 1024 * 1024
     assert agent_processes(root) == []
+    if kind == "children":  # the sum over the agent's processes was over the limit
+        limits = [e for e in read_events(root, "limit", agent=victim) if e["what"] == "memory"]
+        assert limits and limits[0]["value"] > 200 * 1024 * 1024
     if kind == "forks":
         assert most_processes <= 8, f"the fork bomb reached {most_processes} processes"
         assert len(psutil.pids()) < 5000

@@ -392,3 +392,22 @@ def test_a_trickle_of_garbage_is_one_event_a_pass() -> None:
         assert "malformed" not in made.kinds()
     finally:
         made.close()
+
+
+def test_cpu_over_the_whole_agent_is_a_limit() -> None:
+    """CPU is summed over an agent's processes by the launcher; past the limit: killed."""
+    settings = SupervisorSettings(**{**_as_dict(SETTINGS), "cpu_seconds": 3.0})
+    made = make(Program(cpu_per_second=2.0), settings)
+    try:
+        made.start()
+        made.run(1.0)
+        made.supervisor.monitor(made.clock())
+        assert "limit" not in made.kinds()
+        made.run(1.0)  # 2 s of life at 2 CPU seconds a second
+        made.supervisor.monitor(made.clock())
+        made.run(0.25)
+        events = made.supervisor.drain_events()
+        assert [dict(e.data)["what"] for e in events if e.kind == "limit"] == ["cpu"]
+        assert [e.kind for e in events][-2:] == ["crashed", "restarted"]
+    finally:
+        made.close()

@@ -262,7 +262,7 @@ def supervisor_settings(config: Config) -> SupervisorSettings:
         stop_timeout=s.stop_timeout, hello_timeout=s.hello_timeout, stable_after=s.stable_after,
         max_restarts=s.max_restarts, backoff_initial=s.backoff_initial,
         backoff_max=s.backoff_max, memory_bytes=config.limits.memory_mb * 1024 * 1024,
-        processes=config.limits.processes,
+        processes=config.limits.processes, cpu_seconds=config.limits.cpu_seconds,
     )
 
 

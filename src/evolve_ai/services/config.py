@@ -102,8 +102,10 @@ class SupervisorSection:
 
 @dataclass(frozen=True, slots=True)
 class LimitsSection:
-    memory_mb: int = _key(256, "address-space limit of each agent process, MiB", _positive)
-    cpu_seconds: int = _key(3600, "CPU-time limit of each agent process, seconds", _positive)
+    memory_mb: int = _key(256, "address space of each agent process, and resident memory of "
+                               "all of an agent's processes together, MiB", _positive)
+    cpu_seconds: int = _key(3600, "CPU time of each agent process, and of all of an agent's "
+                                  "processes together, seconds", _positive)
     open_files: int = _key(64, "open-file limit of each agent process", _positive)
     file_size_mb: int = _key(16, "largest file an agent process may write, MiB", _positive)
     processes: int = _key(8, "processes an agent may run at once (its own included)", _positive)

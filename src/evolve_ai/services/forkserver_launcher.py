@@ -325,30 +325,39 @@ class ForkServerLauncher:
             os.killpg(pid, sig)
 
     def measure(self, pids: Collection[int]) -> dict[int, Usage]:
-        """One walk of the process table: processes per agent group, the leader's RSS."""
-        wanted = set(pids)
-        groups = dict.fromkeys(wanted, 0)
+        """One walk of the process table: each agent group's processes, and their memory
+        and CPU added up (an agent is all its processes, not its leader alone)."""
+        members: dict[int, list[int]] = {pid: [] for pid in pids}
         for process in psutil.process_iter(["pid"]):
             try:
                 pgid = os.getpgid(process.pid)
             except OSError:
                 continue
-            if pgid in groups:
-                groups[pgid] += 1
-        for stale in self._measured.keys() - wanted:
+            if pgid in members:
+                members[pgid].append(process.pid)
+        seen = {pid for group in members.values() for pid in group}
+        for stale in self._measured.keys() - seen:
             del self._measured[stale]
         usage: dict[int, Usage] = {}
-        for pid, count in groups.items():
-            if count == 0:
-                continue  # gone: its exit report is on its way
+        for leader, group in members.items():
+            if group:  # else gone: its exit report is on its way
+                usage[leader] = self._group_usage(group)
+        return usage
+
+    def _group_usage(self, group: list[int]) -> Usage:
+        rss, cpu, measured = 0, 0.0, 0
+        for pid in group:
             try:
                 process = self._measured.get(pid) or psutil.Process(pid)
                 self._measured[pid] = process
-                rss: int | None = process.memory_info().rss
+                with process.oneshot():
+                    rss += process.memory_info().rss
+                    times = process.cpu_times()  # reaped children's included
+                cpu += times.user + times.system + times.children_user + times.children_system
+                measured += 1
             except psutil.Error:
-                rss = None
-            usage[pid] = Usage(count, rss)
-        return usage
+                continue  # gone since the walk
+        return Usage(len(group), rss if measured else None, cpu if measured else None)
 
     # --- Exits -------------------------------------------------------------------------
 

@@ -72,7 +72,8 @@ class Usage(NamedTuple):
     """What one agent's process group uses, measured by the launcher."""
 
     processes: int  # processes in the group, the leader included
-    rss: int | None  # resident bytes of the leader; None if it could not be read
+    rss: int | None  # resident bytes, all its processes together; None if unreadable
+    cpu: float | None = None  # CPU seconds, all its processes (and reaped children) together
 
 
 class Launcher(Protocol):

@@ -65,6 +65,7 @@ class Program:
     obeys_term: bool = True  # dies of SIGTERM (SIGKILL always kills)
     processes: int = 1
     rss: int = 10 << 20
+    cpu_per_second: float = 0.0  # CPU seconds it burns per second of its life
 
 
 @dataclass(slots=True)
@@ -168,7 +169,8 @@ class StubLauncher:
             self._exit(process, -sig)
 
     def measure(self, pids: Collection[int]) -> dict[int, Usage]:
-        return {pid: Usage(p.program.processes, p.program.rss)
+        return {pid: Usage(p.program.processes, p.program.rss,
+                           (self.clock.now - p.started) * p.program.cpu_per_second)
                 for pid, p in self.processes.items() if pid in pids}
 
     # -- driving the fakes ------------------------------------------------------------

@@ -85,6 +85,7 @@ class SupervisorSettings:
     backoff_max: float
     memory_bytes: int
     processes: int
+    cpu_seconds: float = float("inf")
 
 
 class Supervisor:
@@ -309,6 +310,10 @@ class Supervisor:
             elif used.rss is not None and used.rss > self.settings.memory_bytes:
                 self._event("limit", proc, what="memory", value=used.rss, level="warning")
                 self.kill(agent_id, f"resident memory {used.rss} bytes, over the limit", now)
+            elif used.cpu is not None and used.cpu > self.settings.cpu_seconds:
+                self._event("limit", proc, what="cpu", value=round(used.cpu, 2),
+                            level="warning")
+                self.kill(agent_id, f"{used.cpu:.1f} CPU seconds, over the limit", now)
 
     def shutdown(self, now: float, timeout: float) -> None:
         """Stop every agent and wait (at most ``timeout``) until all are gone."""
