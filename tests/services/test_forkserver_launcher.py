@@ -519,3 +519,35 @@ def test_groups_of_a_killed_fork_server_are_swept(tmp_path: Path) -> None:
         theirs = base / f"{_cgroups.PREFIX}{second._process.pid}"
         assert theirs.exists()
     assert not theirs.exists()  # a server that closes cleans up after itself
+
+
+def test_usage_adds_up_every_process_of_the_group() -> None:
+    """An agent is all its processes: three of 40 MB each are 120 MB, not the leader's."""
+    from evolve_ai.services.forkserver_launcher import measure_groups
+
+    code = ("import os, sys, time\n"
+            "for _ in range(2):\n"
+            "    if os.fork() == 0:\n"
+            "        keep = bytearray(40 << 20)\n"
+            "        time.sleep(30)\n"
+            "        os._exit(0)\n"
+            "keep = bytearray(40 << 20)\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            usage = measure_groups([proc.pid])[proc.pid]
+            if usage.processes == 3 and usage.rss is not None and usage.rss >= 120 << 20:
+                break
+            time.sleep(0.05)
+        assert usage.processes == 3
+        assert usage.rss is not None and usage.rss >= 120 << 20
+        assert usage.cpu is not None and usage.cpu >= 0.0
+        assert measure_groups([proc.pid + 10**7]) == {}  # no such group: nothing
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -80,7 +80,6 @@ class ForkServerLauncher:
         self._poller: select.epoll | None = None
         self._wake_read = self._wake_write = -1
         self._queued: list[Exited] = []
-        self._measured: dict[int, psutil.Process] = {}  # kept: psutil caches per Process
 
     # --- Life of the fork server ---------------------------------------------------
 
@@ -325,39 +324,9 @@ class ForkServerLauncher:
             os.killpg(pid, sig)
 
     def measure(self, pids: Collection[int]) -> dict[int, Usage]:
-        """One walk of the process table: each agent group's processes, and their memory
+        """One walk of ``/proc``: each agent group's processes, and their resident memory
         and CPU added up (an agent is all its processes, not its leader alone)."""
-        members: dict[int, list[int]] = {pid: [] for pid in pids}
-        for process in psutil.process_iter(["pid"]):
-            try:
-                pgid = os.getpgid(process.pid)
-            except OSError:
-                continue
-            if pgid in members:
-                members[pgid].append(process.pid)
-        seen = {pid for group in members.values() for pid in group}
-        for stale in self._measured.keys() - seen:
-            del self._measured[stale]
-        usage: dict[int, Usage] = {}
-        for leader, group in members.items():
-            if group:  # else gone: its exit report is on its way
-                usage[leader] = self._group_usage(group)
-        return usage
-
-    def _group_usage(self, group: list[int]) -> Usage:
-        rss, cpu, measured = 0, 0.0, 0
-        for pid in group:
-            try:
-                process = self._measured.get(pid) or psutil.Process(pid)
-                self._measured[pid] = process
-                with process.oneshot():
-                    rss += process.memory_info().rss
-                    times = process.cpu_times()  # reaped children's included
-                cpu += times.user + times.system + times.children_user + times.children_system
-                measured += 1
-            except psutil.Error:
-                continue  # gone since the walk
-        return Usage(len(group), rss if measured else None, cpu if measured else None)
+        return measure_groups(pids)
 
     # --- Exits -------------------------------------------------------------------------
 
@@ -445,3 +414,45 @@ def _create_time(pid: int) -> float:
         # Already gone (a setup failure can be that quick): its exit report follows,
         # and no live process will ever need recognising by this time.
         return time.time()
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def measure_groups(leaders: Collection[int]) -> dict[int, Usage]:
+    """Usage of the process groups led by ``leaders``, from ``/proc/<pid>/stat`` alone.
+
+    One read per process of the host gives its group, CPU times (its reaped children's
+    included) and resident pages: several times cheaper than psutil's calls for each.
+    """
+    wanted = set(leaders)
+    totals: dict[int, list[float]] = {}  # leader -> [processes, rss bytes, cpu seconds]
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue  # gone since the listing
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        # After "pid (comm)" (comm may hold spaces and parentheses: split after the last).
+        fields = data[data.rfind(b")") + 2:].split()
+        try:
+            group = int(fields[2])
+            if group not in wanted:
+                continue
+            ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+            rss = int(fields[21]) * _PAGE
+        except (IndexError, ValueError):
+            continue
+        total = totals.setdefault(group, [0, 0, 0.0])
+        total[0] += 1
+        total[1] += rss
+        total[2] += ticks / _TICKS
+    return {group: Usage(int(t[0]), int(t[1]), t[2]) for group, t in totals.items()}
