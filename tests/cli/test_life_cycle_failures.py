@@ -142,6 +142,14 @@ HOGS = {
     "memory": "def hog(terms):\n    global keep\n    keep = bytearray(2 * 1024 ** 3)\n"
               "    return 1\n",
     "busy": "def hog(terms):\n    while True:\n        pass\n",
+    # Small files, as fast as it can, in its own directory (the one place it may write).
+    "disk": ("import os\n"
+             "def hog(terms):\n"
+             "    os.makedirs('junk', exist_ok=True)\n"
+             "    for n in range(100000):  # bounded, for the test machine's sake\n"
+             "        with open(f'junk/{n}', 'wb') as out:\n"
+             "            out.write(b'x' * 4096)\n"
+             "    return None\n"),
     # Each child stays under the per-process limit; together they are far over it.
     "children": ("import os, time\n"
                  "def hog(terms):\n"
@@ -174,7 +182,7 @@ HOGS = {
 @pytest.mark.parametrize("kind", sorted(HOGS))
 def test_hogs_are_contained(tmp_path: Path, kind: str) -> None:
     extra = {"limits.memory_mb": 200, "limits.cpu_seconds": 2, "limits.processes": 8,
-             "evaluation.answer_timeout": 1.0}
+             "limits.files": 500, "evaluation.answer_timeout": 1.0}
     root = make_workspace(tmp_path, {"hog": HOGS[kind]}, 3, extra)
     victim = sorted(p.name for p in (root / "agents").iterdir())[0]
     write_genome(root / "agents" / victim, {"src/agent/hog.py": ["hog"]})
@@ -194,6 +202,8 @@ def test_hogs_are_contained(tmp_path: Path, kind: str) -> None:
                 done = read_events(root, "crashed", agent=victim) or most_processes >= 8
             elif kind == "flood":
                 done = [e for e in read_events(root) if e["event"] == "pass_done"][5:]
+            elif kind == "disk":
+                done = read_events(root, "disabled", agent=victim)
             else:
                 done = read_events(root, "crashed", agent=victim)
             if done:
@@ -214,6 +224,9 @@ def test_hogs_are_contained(tmp_path: Path, kind: str) -> None:
         stop_life_cycle(proc)
     assert peak < 200 * 1024 * 1024
     assert agent_processes(root) == []
+    if kind == "disk":  # stopped at its budget, long before the 100,000 files it wanted
+        assert "limits.files" in read_events(root, "disabled", agent=victim)[0]["reason"]
+        assert len(list((root / "agents" / victim / "junk").iterdir())) < 100_000
     if kind == "children":  # the sum over the agent's processes was over the limit
         limits = [e for e in read_events(root, "limit", agent=victim) if e["what"] == "memory"]
         assert limits and limits[0]["value"] > 200 * 1024 * 1024

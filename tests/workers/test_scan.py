@@ -220,3 +220,27 @@ def test_in_place_rewrite_keeping_size_inode_and_mtime_is_seen(
     again = scan(catalogue, agent, first)
     assert again.rehashed >= 1
     assert again.outcome != "ok" or again.genome_hash != first.genome_hash
+
+
+@pytest.mark.parametrize(("files", "size", "reason"), [
+    (40, 0, "over 30 files"),
+    (1, 3 << 20, "bytes"),
+], ids=["files", "bytes"])
+def test_a_directory_over_its_budget_disables_the_agent(
+        setup: tuple[Workspace, Catalogue, Path], files: int, size: int, reason: str) -> None:
+    """Whatever an agent writes in its own directory counts; past the budget it stops."""
+    _, catalogue, agent = setup
+    within = ScanContext(catalogue, None, disk_bytes=2 << 20, files=30)
+    first = scan_agent(within, ScanInput(agent.name, str(agent), None, None, None))
+    assert first.outcome == "ok", first.reason  # the template itself is within
+    junk = agent / "junk"
+    junk.mkdir()
+    for n in range(files):
+        (junk / f"{n}.bin").write_bytes(os.urandom(size) if size else b"x")
+    over = scan_agent(within, ScanInput(agent.name, str(agent), first.genome_hash,
+                                        first.code_hash, first.stats))
+    assert over.outcome == "disabled"
+    assert over.reason is not None and reason in over.reason
+    unlimited = ScanContext(catalogue, None)
+    assert scan_agent(unlimited, ScanInput(agent.name, str(agent), None, None,
+                                           None)).outcome == "ok"

@@ -47,7 +47,9 @@ class Scanner:
     def scan(self, pool: ProcessPoolExecutor | None) -> list[ScanResult]:
         """Scan every active agent, in chunks on ``pool`` when there is more than one."""
         assert self.population.template is not None
-        context = ScanContext(self.population.template.catalogue, str(self.pycache))
+        limits = self.config.limits
+        context = ScanContext(self.population.template.catalogue, str(self.pycache),
+                              limits.disk_mb << 20, limits.files)
         inputs = [
             ScanInput(a.id, str(self.workspace.agent_dir(a.id)), a.genome_hash, a.code_hash,
                       a.stats)

@@ -109,6 +109,10 @@ class LimitsSection:
     open_files: int = _key(64, "open-file limit of each agent process", _positive)
     file_size_mb: int = _key(16, "largest file an agent process may write, MiB", _positive)
     processes: int = _key(8, "processes an agent may run at once (its own included)", _positive)
+    disk_mb: int = _key(64, "what an agent's directory may hold, MiB (checked each pass)",
+                        _positive)
+    files: int = _key(1000, "files and directories an agent's directory may hold "
+                            "(checked each pass)", _positive)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ nothing writes a genome or a business file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import marshal
 import os
@@ -99,6 +100,8 @@ class ScanResult:
 class ScanContext:
     catalogue: Catalogue
     pycache_prefix: str | None
+    disk_bytes: int | None = None  # what an agent's directory may hold (limits.disk_mb)
+    files: int | None = None  # files and directories in it (limits.files)
 
 
 class _Refused(Exception):
@@ -130,6 +133,7 @@ def scan_agent(context: ScanContext, item: ScanInput) -> ScanResult:
     try:
         stats = _stat_tree(root, previous, rehashed)
         _check_integrity(stats, context.catalogue)
+        _check_disk(item.directory, context, stats)
         idle = (item.genome_hash is not None and previous.get(GENOME) == stats[GENOME]
                 and all(previous.get(p) == stats.get(p) for p in WIRING_PATHS))
         if idle:
@@ -256,6 +260,58 @@ def _genome(root: Path, catalogue: Catalogue) -> tuple[genome_codec.Genome, byte
         raise _Refused("quarantined", f"invalid genome: {exc}") from None
     canonical = genome_codec.encode(genome)
     return genome, canonical, hash_bytes(canonical)
+
+
+def _check_disk(root: str, context: ScanContext, stats: dict[str, FileStat]) -> None:
+    """Disable an agent whose directory holds more than its budget of bytes or files.
+
+    ``src/`` and the genome were just stat'ed (``stats``); the rest is walked, and the
+    walk stops as soon as the budget is passed, so a directory of a million files costs
+    no more to judge than one just over the limit.
+    """
+    if context.disk_bytes is None and context.files is None:
+        return
+    byte_limit = context.disk_bytes if context.disk_bytes is not None else 1 << 62
+    file_limit = context.files if context.files is not None else 1 << 62
+    used = sum(s.size for s in stats.values())
+    files = len(stats)
+    pending: list[str] = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError, PermissionError), \
+            os.scandir(root) as top:
+        for entry in top:
+            if entry.name in ("src", GENOME):
+                continue  # counted from stats (the directories of src/ are few and ours)
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            files += 1
+            used += info.st_blocks * 512
+            if stat.S_ISDIR(info.st_mode):
+                pending.append(entry.path)
+    _over(files, file_limit, used, byte_limit)
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as listing:
+                for entry in listing:
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    files += 1
+                    used += info.st_blocks * 512
+                    _over(files, file_limit, used, byte_limit)
+                    if stat.S_ISDIR(info.st_mode):
+                        pending.append(entry.path)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+
+
+def _over(files: int, file_limit: int, used: int, byte_limit: int) -> None:
+    if files > file_limit:
+        raise _Refused("disabled", f"disk: over {file_limit} files (limits.files)")
+    if used > byte_limit:
+        raise _Refused("disabled", f"disk: over {byte_limit} bytes (limits.disk_mb)")
 
 
 def _check_integrity(stats: dict[str, FileStat], catalogue: Catalogue) -> None:
