@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import importlib
 import io
 import marshal
 import os
@@ -22,10 +23,16 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
 from evolve_ai import _cgroups, _linux
-from evolve_ai._wire import SANDBOXED, SETUP_FAILED
+from evolve_ai._wire import NO_PID_NAMESPACE, SANDBOXED, SETUP_FAILED
 
+_NO_DEVICES = _linux.MS_NOSUID | _linux.MS_NODEV
+# signal.signal's enum conversions would cost the child copied pages: the C function.
+_C_SIGNAL: Any = importlib.import_module("_signal").signal
 _RLIMITS = (resource.RLIMIT_AS, resource.RLIMIT_CPU, resource.RLIMIT_NOFILE,
             resource.RLIMIT_FSIZE, resource.RLIMIT_NPROC)
+# Emptied for each agent by a small tmpfs of its own.
+_SCRATCH = ("/tmp", "/dev/shm", "/run")
+_SCRATCH_SIZE = "size=8m,nr_inodes=256,mode=1777"
 # Environment variables that change how Python sets up its stdio.
 _STDIO_VARIABLES = ("PYTHONIOENCODING", "PYTHONUNBUFFERED")
 
@@ -66,9 +73,16 @@ def become_agent(data: bytes, fds: Sequence[int], server_pid: int,
         stderr = 2
         _step("rlimits", _apply_limits, limits)
         if sandboxed is not None:
-            _step("sandbox", _confine, writable, readonly_within, sandboxed == SANDBOXED)
+            _step("sandbox", _confine, writable, readonly_within,
+                  sandboxed == SANDBOXED or sandboxed.startswith(NO_PID_NAMESPACE),
+                  sandboxed == SANDBOXED)
         _step("chdir", os.chdir, cwd)
         _step("interpreter", _prepare_interpreter, cwd, env, pycache, settled)
+        if sandboxed == SANDBOXED:
+            # pid 1 of its namespace: a signal with no handler is ignored there, so a
+            # SIGTERM from the supervisor would go unheard. Make it end the agent, as
+            # for any process (the agent may still set its own handler).
+            _C_SIGNAL(signal.SIGTERM, _terminated)
         code = _run_main()
     except SetupError as error:
         _say(stderr, f"evolve launcher: cannot start agent {agent_id}: {error}\n")
@@ -76,6 +90,10 @@ def become_agent(data: bytes, fds: Sequence[int], server_pid: int,
         _say(stderr, f"evolve launcher: {traceback.format_exc()}")
     finally:
         os._exit(code)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    os._exit(128 + signum)  # what a shell reports for a process killed by the signal
 
 
 def _step(name: str, function: Any, *args: Any) -> None:
@@ -94,7 +112,9 @@ def _detach(server_pid: int) -> None:
     os.setsid()  # own session and process group: killpg(pid) reaches the whole tree
     if not _linux.die_with_parent(signal.SIGKILL):
         raise OSError(errno.ENOSYS, "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != server_pid:  # the server died before prctl: nobody to die with
+    # The server died before prctl: nobody to die with. (Alone in a pid namespace, the
+    # parent is out of sight: getppid() is 0 there, and this check cannot be made.)
+    if os.getppid() not in (server_pid, 0):
         raise OSError(errno.ESRCH, "the fork server is gone")
 
 
@@ -117,7 +137,7 @@ def _apply_limits(limits: Sequence[int | None]) -> None:
 
 
 def _confine(writable: Sequence[str], readonly_within: Sequence[str],
-             namespaces: bool) -> None:
+             namespaces: bool, own_pids: bool) -> None:
     if namespaces:
         _linux.unshare(_linux.CLONE_NEWNS)
         for path in writable:
@@ -128,6 +148,13 @@ def _confine(writable: Sequence[str], readonly_within: Sequence[str],
                 continue  # nothing there to protect
             _linux.mount(path, path, None, _linux.MS_BIND | _linux.MS_REC)
             _linux.mount_setattr(path, attr_set=_linux.MOUNT_ATTR_RDONLY)
+        for path in _SCRATCH:  # empty and small: the host's sockets and files hidden
+            # ...unless the workspace lives there (mktemp -d): it must stay in view.
+            inside = any(w == path or w.startswith(path + "/") for w in writable)
+            if not inside and os.path.isdir(path):
+                _linux.mount("tmpfs", path, "tmpfs", _NO_DEVICES, _SCRATCH_SIZE)
+        if own_pids:  # a /proc that shows the agent's own namespace only
+            _linux.mount("proc", "/proc", "proc", _NO_DEVICES | _linux.MS_NOEXEC)
     _linux.drop_privileges()
 
 

@@ -57,8 +57,12 @@ def syncfs(fd: int) -> bool:
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWPID = 0x20000000
 
 MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
@@ -101,8 +105,9 @@ class _CapData(ctypes.Structure):
 # Signatures of the libc functions called through ``_function``.
 _SIGNATURES: dict[str, tuple[type[Any], ...]] = {
     "unshare": (ctypes.c_int,),
+    "setns": (ctypes.c_int, ctypes.c_int),
     "mount": (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-              ctypes.c_void_p),
+              ctypes.c_char_p),
     "syscall": (ctypes.c_long, ctypes.c_long, ctypes.c_char_p, ctypes.c_ulong,
                 ctypes.c_void_p, ctypes.c_size_t),  # as mount_setattr uses it
     "capset": (ctypes.c_void_p, ctypes.c_void_p),
@@ -148,10 +153,16 @@ def unshare(flags: int) -> None:
     _check(_function("unshare")(flags), "unshare")
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
-    """mount(2) without data: enough for bind mounts and propagation changes."""
-    _check(_function("mount")(_encode(source), _encode(target), _encode(fstype), flags, None),
-           f"mount {target}")
+def setns(fd: int, nstype: int) -> None:
+    """Join the namespace ``fd`` refers to (for CLONE_NEWPID: that of our next children)."""
+    _check(_function("setns")(fd, nstype), "setns")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int,
+          data: str | None = None) -> None:
+    """mount(2); ``data`` holds the filesystem's options (a tmpfs's size...)."""
+    _check(_function("mount")(_encode(source), _encode(target), _encode(fstype), flags,
+                              _encode(data)), f"mount {target}")
 
 
 def mount_setattr(path: str, *, recursive: bool = False, attr_set: int = 0,

@@ -25,7 +25,7 @@ from typing import Any
 
 from evolve_ai import _cgroups, _linux
 from evolve_ai._agent_child import Settled, become_agent
-from evolve_ai._wire import MAX_MESSAGE, REPORTS_PER_MESSAGE, SANDBOXED
+from evolve_ai._wire import MAX_MESSAGE, NO_PID_NAMESPACE, REPORTS_PER_MESSAGE, SANDBOXED
 
 # signal.signal wraps this C function with enum conversions that cost a child dozens
 # of copied pages; the child calls it directly.
@@ -62,11 +62,14 @@ def normalize_signals() -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
-def isolate() -> str:
-    """Enter new mount and network namespaces with the whole tree read-only.
+def isolate() -> tuple[str, int | None]:
+    """Enter new mount and network namespaces with the whole tree read-only, and check
+    that each agent can be given a pid namespace of its own.
 
-    Returns the sandbox status: ``SANDBOXED``, or ``"rlimits only: <reason>"`` when the
-    kernel or our privileges refuse a step (agents then get rlimits and no more).
+    Returns the sandbox status and, when agents get their own pid namespace, an fd on
+    ours (to come back to after each fork). The status is ``SANDBOXED``,
+    ``NO_PID_NAMESPACE: <reason>``, or ``"rlimits only: <reason>"`` when the kernel or
+    our privileges refuse a step (agents then get rlimits and no more).
     """
     uid, gid = os.getuid(), os.getgid()
     user_namespace = os.geteuid() != 0
@@ -82,8 +85,18 @@ def isolate() -> str:
         _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
         _linux.mount_setattr("/", recursive=True, attr_set=_linux.MOUNT_ATTR_RDONLY)
     except OSError as error:
-        return f"rlimits only: {error.strerror or error}"
-    return SANDBOXED
+        return f"rlimits only: {error.strerror or error}", None
+    try:
+        ours = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as error:
+        return f"{NO_PID_NAMESPACE}: {error.strerror or error}", None
+    try:  # the next child would be pid 1 of a namespace of its own; come back
+        _linux.unshare(_linux.CLONE_NEWPID)
+        _linux.setns(ours, _linux.CLONE_NEWPID)
+    except OSError as error:  # e.g. unprivileged: our own pid namespace is not ours
+        os.close(ours)
+        return f"{NO_PID_NAMESPACE}: {error.strerror or error}", None
+    return SANDBOXED, ours
 
 
 def _map_identity(uid: int, gid: int) -> None:
@@ -101,10 +114,12 @@ class Server:
     """Answers spawn requests and reports every child's exit, until the control EOF."""
 
     def __init__(self, control: socket.socket, events: socket.socket,
-                 sandboxed: str | None, groups: _cgroups.PidsGroups | None) -> None:
+                 sandboxed: str | None, groups: _cgroups.PidsGroups | None,
+                 pid_namespace: int | None = None) -> None:
         self.control = control
         self.events = events
         self.sandboxed = sandboxed
+        self.pid_namespace = pid_namespace  # fd on ours: each agent gets one of its own
         self.groups = groups
         self.group_of: dict[int, str] = {}  # agent pid -> its pids cgroup
         self.children: set[int] = set()
@@ -165,7 +180,7 @@ class Server:
                 self.reply(("error", f"cannot make the agent's pids cgroup: {error}"))
                 return
         try:
-            pid = os.fork()
+            pid = self.fork()
         except OSError as error:
             _close_all(fds)
             if group is not None:
@@ -183,6 +198,21 @@ class Server:
             self.group_of[pid] = group[0]
         self.children.add(pid)
         self.reply(("ok", pid))
+
+    def fork(self) -> int:
+        """Fork the next agent: pid 1 of a pid namespace of its own, when we can.
+
+        Alone in its namespace, an agent sees and can signal no other process (not us,
+        not the orchestrator, not its siblings), and whatever it starts dies with it.
+        """
+        if self.pid_namespace is None:
+            return os.fork()
+        _linux.unshare(_linux.CLONE_NEWPID)
+        try:
+            return os.fork()
+        finally:
+            if os.getpid() == self.pid:  # in the server: later children are not its
+                _linux.setns(self.pid_namespace, _linux.CLONE_NEWPID)
 
     def release(self, group: str) -> None:
         if self.groups is not None:
@@ -294,9 +324,9 @@ def main(argv: Sequence[str]) -> int:
     normalize_signals()
     # Before isolate(): the groups' directory must be opened on the writable mount.
     groups, pids_status = _cgroups.PidsGroups.create(os.getpid())
-    status = isolate() if sandbox else "rlimits only: sandbox disabled"
+    status, pid_namespace = isolate() if sandbox else ("rlimits only: sandbox disabled", None)
     _linux.warm_up()
-    server = Server(control, events, status if sandbox else None, groups)
+    server = Server(control, events, status if sandbox else None, groups, pid_namespace)
     # Collections would touch, hence copy, every inherited object in every child, and
     # the server makes little garbage: freeze what exists, collect nothing more here.
     gc.freeze()

@@ -151,3 +151,22 @@ if os.fork() == 0:
     os._exit(0)
 print(os.read(read, 32).decode(), flush=True)
 """
+
+# What an agent can see of other processes, and whether it can signal them (signal 0).
+PID_PROBE = """\
+import errno, json, os
+
+def signal(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as error:
+        return errno.errorcode.get(error.errno, str(error))
+    return "ok"
+
+visible = sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
+print(json.dumps({"pid": os.getpid(), "visible": visible,
+                  "orchestrator": signal(int(os.environ["ORCHESTRATOR"])),
+                  "sibling": signal(int(os.environ["SIBLING"])),
+                  "run": sorted(os.listdir("/run")) if os.path.isdir("/run") else None}),
+      flush=True)
+"""

@@ -231,12 +231,46 @@ def test_killed_agent_reports_minus_the_signal(harness: Harness, tmp_path: Path)
     assert harness.wait_exit(agent.pid).returncode == -signal.SIGKILL
 
 
+def in_its_namespace(agent_pid: int, reported: int) -> int:
+    """The host's pid of a process the agent reported by its own: in a pid namespace of
+    its own (as root), the one other process there; else the pid it gave."""
+    namespace = os.readlink(f"/proc/{agent_pid}/ns/pid")
+    if namespace == os.readlink("/proc/self/ns/pid"):
+        return reported
+    for _ in range(100):
+        others = [p for p in psutil.pids() if p != agent_pid
+                  and _namespace(p) == namespace]
+        if others:
+            assert len(others) == 1, others
+            return others[0]
+        time.sleep(0.02)
+    raise AssertionError("nothing else in the agent's pid namespace")
+
+
+def _running_in(directory: Path) -> list[int]:
+    """Processes whose working directory is ``directory`` (an agent's, and what it left)."""
+    found = []
+    for process in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error):
+            if process.cwd() == str(directory):
+                found.append(process.pid)
+    return found
+
+
+def _namespace(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return ""
+
+
 def test_killpg_reaches_the_agents_own_children(harness: Harness, tmp_path: Path) -> None:
     agent = harness.launch(write_agent(tmp_path / "forker", agents.FORKER))
-    grandchild = int(agent.line())
+    grandchild = in_its_namespace(agent.pid, int(agent.line()))
     assert os.getpgid(grandchild) == agent.pid
     os.killpg(agent.pid, signal.SIGTERM)
-    assert harness.wait_exit(agent.pid).returncode == -signal.SIGTERM
+    # a plain process dies of it; pid 1 of its own namespace exits 128 + SIGTERM
+    assert harness.wait_exit(agent.pid).returncode in (-signal.SIGTERM, 128 + signal.SIGTERM)
     assert wait_gone([grandchild]) == []
 
 
@@ -316,7 +350,9 @@ def test_sandbox_allows_only_the_agent_directory_and_no_network(
     assert report["src"] in ("EROFS", "EACCES")
     assert not (directory / "src" / "new.py").exists()
     assert report["net"] != "ok"
-    assert report["sibling"] in ("EACCES", "EPERM")
+    # EACCES, EPERM: its root is out of reach; ENOENT: alone in its pid namespace, the
+    # sibling does not even exist for it.
+    assert report["sibling"] in ("EACCES", "EPERM", "ENOENT")
     assert not stolen.exists()
     assert int(report["capabilities"], 16) == 0
 
@@ -487,10 +523,9 @@ def test_what_an_agent_leaves_behind_dies_with_it(harness: Harness, tmp_path: Pa
     _needs_pids_cgroup(harness.launcher)
     agent = harness.launch(write_agent(tmp_path / "escape", agents.LEAVE_AN_ESCAPEE),
                            limits=Rlimits(None, None, None, None, 8))
-    escapee = int(agent.line())
-    assert psutil.Process(escapee).ppid() != agent.pid or not gone(agent.pid)
+    agent.line()  # it has left a process behind, in a session of its own
     assert harness.wait_exit(agent.pid).returncode == 0
-    assert wait_gone([escapee]) == []
+    assert wait_gone(_running_in(tmp_path / "escape")) == []
 
 
 def test_groups_of_a_killed_fork_server_are_swept(tmp_path: Path) -> None:
@@ -551,3 +586,22 @@ def test_usage_adds_up_every_process_of_the_group() -> None:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def test_an_agent_is_alone_in_its_pid_namespace(harness: Harness, tmp_path: Path) -> None:
+    """It sees no other process, so it can signal neither the orchestrator nor a
+    sibling; the host's /run (its sockets) is hidden under an empty tmpfs."""
+    if harness.launcher.sandbox_status != "namespaces":
+        pytest.skip(harness.launcher.sandbox_status)
+    sibling = harness.launch(write_agent(tmp_path / "sibling", agents.SLEEPER))
+    assert sibling.line() == "ready"
+    env = {"ORCHESTRATOR": str(os.getpid()), "SIBLING": str(sibling.pid)}
+    agent = harness.launch(write_agent(tmp_path / "probe", agents.PID_PROBE), env=env)
+    report = json.loads(agent.line())
+    assert harness.wait_exit(agent.pid).returncode == 0
+    os.kill(sibling.pid, signal.SIGKILL)
+    harness.wait_exit(sibling.pid)
+    assert report["pid"] == 1
+    assert report["visible"] == [1]
+    assert report["orchestrator"] == "ESRCH" and report["sibling"] == "ESRCH"
+    assert report["run"] in (None, [])
