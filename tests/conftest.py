@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,16 @@ MODULES = {
     "gamma": "X = 1\n",
     "solvers.poly": "def quadratic(terms):\n    return None\n",
 }
+
+
+@pytest.fixture
+def open_path() -> Iterator[Path]:
+    """A directory other users may pass through, as a deployed workspace's is (pytest's
+    own are closed to them): agents of a root orchestrator run as their own uid there."""
+    made = Path(tempfile.mkdtemp(prefix="evolve-open-"))
+    made.chmod(0o711)
+    yield made
+    shutil.rmtree(made, ignore_errors=True)
 
 
 @pytest.fixture

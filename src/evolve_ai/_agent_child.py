@@ -65,7 +65,8 @@ def become_agent(data: bytes, fds: Sequence[int], server_pid: int,
     stderr = fds[2]  # the agent's log, wherever it sits before and after the dup2
     agent_id = "?"
     try:
-        agent_id, cwd, env, limits, writable, readonly_within, pycache = marshal.loads(data)
+        (agent_id, cwd, env, limits, writable, readonly_within, pycache,
+         uid) = marshal.loads(data)
         _step("session", _detach, server_pid)
         if procs is not None:  # before anything of the agent's can fork
             _step("pids cgroup", _cgroups.join, procs)
@@ -76,6 +77,10 @@ def become_agent(data: bytes, fds: Sequence[int], server_pid: int,
             _step("sandbox", _confine, writable, readonly_within,
                   sandboxed == SANDBOXED or sandboxed.startswith(NO_PID_NAMESPACE),
                   sandboxed == SANDBOXED)
+        if uid is not None:
+            _step("uid", _become, uid, cwd)
+        if sandboxed is not None:  # last: the steps above needed root's powers
+            _step("privileges", _linux.drop_privileges)
         _step("chdir", os.chdir, cwd)
         _step("interpreter", _prepare_interpreter, cwd, env, pycache, settled)
         if sandboxed == SANDBOXED:
@@ -112,10 +117,21 @@ def _detach(server_pid: int) -> None:
     os.setsid()  # own session and process group: killpg(pid) reaches the whole tree
     if not _linux.die_with_parent(signal.SIGKILL):
         raise OSError(errno.ENOSYS, "prctl(PR_SET_PDEATHSIG) failed")
-    # The server died before prctl: nobody to die with. (Alone in a pid namespace, the
-    # parent is out of sight: getppid() is 0 there, and this check cannot be made.)
-    if os.getppid() not in (server_pid, 0):
+    if _parent() != server_pid:  # it died before prctl: nobody to die with
         raise OSError(errno.ESRCH, "the fork server is gone")
+
+
+def _parent() -> int:
+    """Our parent's pid. Alone in a pid namespace, getppid() is 0 (the parent is out of
+    sight), but the host's /proc, still mounted here, names it."""
+    parent = os.getppid()
+    if parent:
+        return parent
+    with open("/proc/self/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"PPid:"):
+                return int(line.split()[1])
+    return 0
 
 
 def _take_stdio(fds: Sequence[int], fd_limit: int) -> None:
@@ -155,7 +171,18 @@ def _confine(writable: Sequence[str], readonly_within: Sequence[str],
                 _linux.mount("tmpfs", path, "tmpfs", _NO_DEVICES, _SCRATCH_SIZE)
         if own_pids:  # a /proc that shows the agent's own namespace only
             _linux.mount("proc", "/proc", "proc", _NO_DEVICES | _linux.MS_NOEXEC)
-    _linux.drop_privileges()
+
+
+def _become(uid: int, cwd: str) -> None:
+    """Run as ``uid`` from now on: its own directory (and genome) handed over and closed
+    to others; root's file access (``/etc/shadow``, root's sockets, ``/dev/kmsg``) gone."""
+    os.chown(cwd, uid, uid)
+    os.chmod(cwd, 0o700)
+    with contextlib.suppress(FileNotFoundError):
+        os.chown(os.path.join(cwd, "genome.bin"), uid, uid, follow_symlinks=False)
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
 
 
 def _prepare_interpreter(cwd: str, env: dict[str, str], pycache: str | None,

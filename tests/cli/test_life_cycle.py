@@ -27,8 +27,8 @@ from evolve_ai.testing import (
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Iterator[Path]:
-    root = init_workspace(tmp_path / "ws", 12, seed=7,
+def workspace(open_path: Path) -> Iterator[Path]:
+    root = init_workspace(open_path / "ws", 12, seed=7,
                           settings={**FAST_SETTINGS, "population.size": 12})
     yield root
     for process in agent_processes(root):  # never leak into other tests
@@ -54,6 +54,11 @@ def test_once_evaluates_and_leaves_no_process(workspace: Path) -> None:
                  if e["event"] in ("sandbox", "sandbox_degraded")]
     if os.geteuid() == 0:  # root can always make namespaces and cgroups here
         assert (sandbox["sandbox"], sandbox["processes"]) == ("namespaces", "pids cgroup")
+        assert sandbox["uids"] == "one per agent"  # in a workspace others can pass through
+        owners = {(a.stat().st_uid, a.stat().st_mode & 0o777)
+                  for a in (workspace / "agents").iterdir()}
+        assert len(owners) == 12 and all(uid >= 200_000 and mode == 0o700
+                                         for uid, mode in owners)
     else:
         assert isinstance(sandbox["processes"], str)
 

@@ -144,3 +144,31 @@ def test_launch_spec_confines_the_agent_to_its_directory(tmp_path: Path) -> None
     assert spec.env["EVOLVE_AGENT_ID"] == "some-id"
     assert "PYTHONPATH" in spec.env and spec.env["HOME"] == directory
     assert spec.limits.memory_bytes == Config().limits.memory_mb << 20
+
+
+def test_agents_of_a_root_orchestrator_get_uids_of_their_own(tmp_path: Path) -> None:
+    """Stable, in the configured range; none where others cannot reach the workspace."""
+    import os
+    import tempfile
+
+    from evolve_ai.operations.scheduler import uid_status
+
+    closed = Workspace(tmp_path)  # pytest's directories are closed to other users
+    open_root = Path(tempfile.mkdtemp(prefix="evolve-open-"))
+    open_root.chmod(0o711)
+    try:
+        config = Config()
+        spec = launch_spec(Workspace(open_root), config, "some-id")
+        if os.geteuid() != 0:
+            assert spec.uid is None and uid_status(closed, config) == \
+                "evolve does not run as root"
+            return
+        assert spec.uid is not None
+        assert config.sandbox.uid_base <= spec.uid < config.sandbox.uid_base + config.sandbox.uids
+        assert launch_spec(Workspace(open_root), config, "some-id").uid == spec.uid
+        assert launch_spec(closed, config, "some-id").uid is None
+        assert "closed to other users" in uid_status(closed, config)
+        off = config.with_overrides({"sandbox.uid_base": 0}, "test")
+        assert launch_spec(Workspace(open_root), off, "some-id").uid is None
+    finally:
+        open_root.rmdir()

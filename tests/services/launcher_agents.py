@@ -170,3 +170,28 @@ print(json.dumps({"pid": os.getpid(), "visible": visible,
                   "run": sorted(os.listdir("/run")) if os.path.isdir("/run") else None}),
       flush=True)
 """
+
+# Who it runs as, and what of root's it can still reach.
+UID_PROBE = """\
+import errno, json, os
+
+def read(path):
+    try:
+        with open(path, "rb") as file:
+            file.read(1)
+    except OSError as error:
+        return errno.errorcode.get(error.errno, str(error))
+    return "ok"
+
+def write(path):
+    try:
+        with open(path, "w") as file:
+            file.write("x")
+    except OSError as error:
+        return errno.errorcode.get(error.errno, str(error))
+    return "ok"
+
+print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
+                  "shadow": read("/etc/shadow"), "sibling": read(os.environ["SIBLING"]),
+                  "inside": write("mine.txt")}), flush=True)
+"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import resource
@@ -90,11 +91,12 @@ class Harness:
     open_fds: set[int] = field(default_factory=set)
 
     def launch(self, directory: Path, *, limits: Rlimits = NO_LIMITS,
-               env: dict[str, str] | None = None) -> Agent:
+               env: dict[str, str] | None = None, uid: int | None = None) -> Agent:
         log = directory / "agent.log"
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
         try:
-            launched = self.launcher.spawn(spec_for(directory, limits=limits, env=env), fd)
+            spec = dataclasses.replace(spec_for(directory, limits=limits, env=env), uid=uid)
+            launched = self.launcher.spawn(spec, fd)
         finally:
             os.close(fd)
         self.open_fds.update((launched.stdin, launched.stdout))
@@ -605,3 +607,28 @@ def test_an_agent_is_alone_in_its_pid_namespace(harness: Harness, tmp_path: Path
     assert report["visible"] == [1]
     assert report["orchestrator"] == "ESRCH" and report["sibling"] == "ESRCH"
     assert report["run"] in (None, [])
+
+
+def test_an_agent_of_a_root_orchestrator_runs_as_its_own_uid(
+        harness: Harness, open_path: Path) -> None:
+    """Root's file access is gone (no /etc/shadow, no sibling's files); its own directory
+    is handed over to it and stays writable."""
+    if os.geteuid() != 0 or harness.launcher.sandbox_status != "namespaces":
+        pytest.skip("only a root orchestrator with the sandbox gives agents their own uid")
+    tmp_path = open_path
+    secret = write_agent(tmp_path / "sibling", agents.SLEEPER)
+    sibling = harness.launch(secret, uid=230_001)
+    assert sibling.line() == "ready"
+    probe = write_agent(tmp_path / "probe", agents.UID_PROBE)
+    agent = harness.launch(probe, uid=230_002,
+                           env={"SIBLING": str(secret / "src" / "agent" / "main.py")})
+    report = json.loads(agent.line())
+    assert harness.wait_exit(agent.pid).returncode == 0
+    os.kill(sibling.pid, signal.SIGKILL)
+    harness.wait_exit(sibling.pid)
+    assert (report["uid"], report["gid"], report["groups"]) == (230_002, 230_002, [])
+    assert report["shadow"] == "EACCES"
+    assert report["sibling"] == "EACCES"  # its directory is closed to others (0700)
+    assert report["inside"] == "ok"
+    assert (probe / "mine.txt").stat().st_uid == 230_002
+    assert probe.stat().st_uid == 230_002 and probe.stat().st_mode & 0o077 == 0

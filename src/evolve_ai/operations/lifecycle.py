@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import random
 import signal
 import time
@@ -28,7 +29,7 @@ from evolve_ai.operations.generations import Generations
 from evolve_ai.operations.persistence import Persistence
 from evolve_ai.operations.population import Population
 from evolve_ai.operations.scanner import Scanner
-from evolve_ai.operations.scheduler import Scheduler
+from evolve_ai.operations.scheduler import Scheduler, uid_status
 from evolve_ai.services import config as config_service
 from evolve_ai.services import logs
 from evolve_ai.services.config import Config
@@ -165,11 +166,15 @@ class LifeManager:
         if sandbox is None:
             return
         self.sandbox_reported = True
-        if sandbox.degraded:
+        problem = uid_status(self.workspace, self.config)
+        uids = f"evolve's own: {problem}" if problem else "one per agent"
+        # Agents of a root orchestrator that keep its uid keep root's file access.
+        if sandbox.degraded or (problem and os.geteuid() == 0):
             self.log.warning("sandbox_degraded", sandbox=sandbox.status,
-                             processes=sandbox.processes)
+                             processes=sandbox.processes, uids=uids)
         else:
-            self.log.info("sandbox", sandbox=sandbox.status, processes=sandbox.processes)
+            self.log.info("sandbox", sandbox=sandbox.status, processes=sandbox.processes,
+                          uids=uids)
 
     def _await_hellos(self) -> None:
         """--once: let the agents started this pass say hello before tasks are sent."""

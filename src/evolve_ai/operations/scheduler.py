@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import stat
+import zlib
 from pathlib import Path
 
 from evolve_ai.operations.population import LiveAgent, Population
@@ -43,7 +46,36 @@ def launch_spec(workspace: Workspace, config: Config, agent_id: str) -> LaunchSp
         writable=(str(directory),),
         readonly_within=(str(directory / "src"), str(directory / "pyproject.toml")),
         pycache_prefix=str(workspace.pycache_dir),
+        uid=None if uid_status(workspace, config) else agent_uid(config, agent_id),
     )
+
+
+def agent_uid(config: Config, agent_id: str) -> int:
+    """The unprivileged uid an agent runs as, drawn from ``sandbox.uid_base``'s range."""
+    return config.sandbox.uid_base + zlib.crc32(agent_id.encode()) % config.sandbox.uids
+
+
+def uid_status(workspace: Workspace, config: Config) -> str:
+    """Why agents run as evolve's own uid, or "" when each gets an uid of its own."""
+    if config.sandbox.uid_base == 0:
+        return "sandbox.uid_base is 0"
+    if os.geteuid() != 0:
+        return "evolve does not run as root"
+    return _closed_path(workspace.root)
+
+
+@functools.cache
+def _closed_path(root: Path) -> str:
+    """An agent under another uid must reach its directory, the pycache and the commons:
+    every directory on the way must let others through (a ``mktemp -d`` does not)."""
+    for directory in (*reversed(root.parents), root, root / "agents", root / "workspace",
+                      root / "workspace" / "pycache", root / "workspace" / "commons"):
+        try:
+            if not os.stat(directory).st_mode & stat.S_IXOTH:
+                return f"{directory} is closed to other users (chmod o+x to open it)"
+        except FileNotFoundError:
+            continue
+    return ""
 
 
 class Scheduler:

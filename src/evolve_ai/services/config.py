@@ -147,6 +147,14 @@ class SelectionSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SandboxSection:
+    uid_base: int = _key(200_000, "first uid (and gid) agents run as, when evolve runs as root; "
+                                  "0: as evolve's own", _non_negative)
+    uids: int = _key(65_536, "how many uids from uid_base; an agent's is chosen by its id",
+                     _positive)
+
+
+@dataclass(frozen=True, slots=True)
 class LogsSection:
     max_mb: int = _key(64, "size of logs/evolve.jsonl that makes it roll over, MiB", _positive)
     files: int = _key(3, "rolled-over copies of evolve.jsonl kept (evolve.jsonl.1 ...)",
@@ -167,6 +175,7 @@ class Config:
     limits: LimitsSection = field(default_factory=LimitsSection)
     selection: SelectionSection = field(default_factory=SelectionSection)
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+    sandbox: SandboxSection = field(default_factory=SandboxSection)
     logs: LogsSection = field(default_factory=LogsSection)
 
     @property

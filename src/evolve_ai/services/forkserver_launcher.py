@@ -230,7 +230,7 @@ class ForkServerLauncher:
             raise LaunchError(f"agent {spec.agent_id}: paths must be absolute: {relative[0]}")
         request = marshal.dumps(("spawn", spec.limits.processes, marshal.dumps((
             spec.agent_id, spec.cwd, spec.env, spec.limits.as_tuple(), spec.writable,
-            spec.readonly_within, spec.pycache_prefix))))
+            spec.readonly_within, spec.pycache_prefix, spec.uid))))
         if len(request) > MAX_MESSAGE:
             raise LaunchError(f"agent {spec.agent_id}: launch request too large "
                               f"({len(request)} bytes; environment too big?)")

@@ -46,6 +46,7 @@ class LaunchSpec:
     writable: tuple[str, ...]  # paths the agent may write (normally (cwd,))
     readonly_within: tuple[str, ...]  # read-only sub-paths of writable ones
     pycache_prefix: str | None  # sys.pycache_prefix for the agent
+    uid: int | None = None  # an unprivileged uid (and gid) of its own; None: the launcher's
 
 
 @dataclass(frozen=True, slots=True)
