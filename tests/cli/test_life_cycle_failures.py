@@ -346,3 +346,54 @@ def test_an_agent_that_rewrites_its_genome_at_every_start_is_not_immortal(
     died = read_events(root, "died", agent=rewriter)
     assert died and died[0]["fitness"] == 0.0
     assert len(read_events(root, "mutated", agent=rewriter)) <= 3 * 4 + 1  # one a pass at most
+
+
+KILLER = '''\
+import os
+import signal
+
+# Every process it can see, and then everyone it may signal at all (kill -1). Only when
+# it is pid 1 of a namespace of its own: elsewhere kill -1 would reach the test machine.
+for name in os.listdir("/proc") if os.getpid() == 1 else ():
+    if name.isdigit() and int(name) != os.getpid():
+        try:
+            os.kill(int(name), signal.SIGKILL)
+        except OSError:
+            pass
+try:
+    if os.getpid() == 1:
+        os.kill(-1, signal.SIGKILL)
+except OSError:
+    pass
+
+
+def f(terms):
+    return None
+'''
+
+
+def test_an_agent_that_kills_everything_it_sees_harms_nobody(open_path: Path) -> None:
+    """Alone in its pid namespace, an agent sees no other process: the orchestrator, the
+    fork server and its siblings survive its attacks, pass after pass."""
+    template = write_template(open_path / "tpl", {"solver": SOLVER, "killer": KILLER})
+    root = init_workspace(open_path / "ws", 4, template=template, seed=1, settings={
+        **FAST_SETTINGS, "population.size": 4, "selection.strategy": "none"})
+    agents = sorted(p.name for p in (root / "agents").iterdir())
+    for agent in agents:
+        write_genome(root / "agents" / agent, {"src/agent/solver.py": ["last"]})
+    write_genome(root / "agents" / agents[0], {"src/agent/killer.py": ["f"],
+                                               "src/agent/solver.py": ["last"]})
+    proc = start_life_cycle(root)
+    try:
+        wait_until(lambda: len(read_events(root, "pass_done")) >= 10
+                   and read_events(root, "started", agent=agents[0]), 30,
+                   "ten passes with the killer started")
+        [sandbox] = [e for e in read_events(root) if e["event"].startswith("sandbox")]
+        if sandbox["sandbox"] != "namespaces":
+            pytest.skip(f"no pid namespace here: {sandbox['sandbox']}")
+        assert proc.poll() is None  # the orchestrator lives on
+        for sibling in agents[1:]:  # and nobody else was ever hurt
+            assert read_events(root, "crashed", agent=sibling) == []
+        assert status_json(root)["counts"]["running"] >= 3
+    finally:
+        stop_life_cycle(proc)
