@@ -9,7 +9,6 @@ nothing writes a genome or a business file.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import marshal
 import os
@@ -275,25 +274,14 @@ def _check_disk(root: str, context: ScanContext, stats: dict[str, FileStat]) -> 
     file_limit = context.files if context.files is not None else 1 << 62
     used = sum(s.size for s in stats.values())
     files = len(stats)
-    pending: list[str] = []
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError, PermissionError), \
-            os.scandir(root) as top:
-        for entry in top:
-            if entry.name in ("src", GENOME):
-                continue  # counted from stats (the directories of src/ are few and ours)
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            files += 1
-            used += info.st_blocks * 512
-            if stat.S_ISDIR(info.st_mode):
-                pending.append(entry.path)
-    _over(files, file_limit, used, byte_limit)
+    pending = [root]
     while pending:
+        directory = pending.pop()
         try:
-            with os.scandir(pending.pop()) as listing:
+            with os.scandir(directory) as listing:
                 for entry in listing:
+                    if directory == root and entry.name in ("src", GENOME):
+                        continue  # counted from stats (src/'s directories are few, ours)
                     try:
                         info = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
