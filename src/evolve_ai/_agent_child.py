@@ -20,10 +20,10 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any, NoReturn, TextIO
+from typing import Any, NamedTuple, NoReturn, TextIO
 
 from evolve_ai import _cgroups, _linux
-from evolve_ai._wire import NO_PID_NAMESPACE, SANDBOXED, SETUP_FAILED
+from evolve_ai._wire import SETUP_FAILED
 
 _NO_DEVICES = _linux.MS_NOSUID | _linux.MS_NODEV
 # signal.signal's enum conversions would cost the child copied pages: the C function.
@@ -53,13 +53,22 @@ class Settled:
         self.environ = tuple(os.environ)
 
 
-def become_agent(data: bytes, fds: Sequence[int], server_pid: int,
-                 sandboxed: str | None, settled: Settled, procs: int | None) -> NoReturn:
+class Layers(NamedTuple):
+    """The sandbox's layers the fork server found it can give every agent."""
+
+    confined: bool  # capabilities dropped (False: no sandbox asked for)
+    namespaces: bool  # its own mount namespace, one writable directory
+    own_pids: bool  # pid 1 of a pid namespace of its own, with its own /proc
+    no_user_namespaces: bool  # in a user namespace of its own that may make no other
+
+
+def become_agent(data: bytes, fds: Sequence[int], server_pid: int, layers: Layers,
+                 settled: Settled, procs: int | None) -> NoReturn:
     """Turn this freshly forked child into the agent; never returns.
 
     ``data`` is the spawn request, decoded here rather than in the server, whose time
-    is the one that counts. ``sandboxed`` is None without sandbox, else the server's
-    sandbox status. ``procs`` is the ``cgroup.procs`` fd of the agent's pids cgroup.
+    is the one that counts. ``procs`` is the ``cgroup.procs`` fd of the agent's pids
+    cgroup.
     """
     code = SETUP_FAILED
     stderr = fds[2]  # the agent's log, wherever it sits before and after the dup2
@@ -73,17 +82,18 @@ def become_agent(data: bytes, fds: Sequence[int], server_pid: int,
         _step("stdio", _take_stdio, fds, settled.fd_limit)
         stderr = 2
         _step("rlimits", _apply_limits, limits)
-        if sandboxed is not None:
-            _step("sandbox", _confine, writable, readonly_within,
-                  sandboxed == SANDBOXED or sandboxed.startswith(NO_PID_NAMESPACE),
-                  sandboxed == SANDBOXED)
+        if layers.confined:
+            _step("sandbox", _confine, writable, readonly_within, layers.namespaces,
+                  layers.own_pids)
         if uid is not None:
             _step("uid", _become, uid, cwd)
-        if sandboxed is not None:  # last: the steps above needed root's powers
+        if layers.no_user_namespaces:
+            _step("user namespace", lock_user_namespaces)
+        if layers.confined:  # last: the steps above needed their powers
             _step("privileges", _linux.drop_privileges)
         _step("chdir", os.chdir, cwd)
         _step("interpreter", _prepare_interpreter, cwd, env, pycache, settled)
-        if sandboxed == SANDBOXED:
+        if layers.own_pids:
             # pid 1 of its namespace: a signal with no handler is ignored there, so a
             # SIGTERM from the supervisor would go unheard. Make it end the agent, as
             # for any process (the agent may still set its own handler).
@@ -183,6 +193,23 @@ def _become(uid: int, cwd: str) -> None:
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
+
+
+def lock_user_namespaces() -> None:
+    """Enter a user namespace of our own (our ids mapped to themselves) whose
+    ``max_user_namespaces`` is 0: the agent can make no user namespace, hence no
+    namespace with powers of its own. Needs a /proc of our own pid namespace."""
+    uid, gid = os.getuid(), os.getgid()
+    _linux.set_dumpable(True)  # after a change of uid, /proc/self/*_map are root's
+    _linux.unshare(_linux.CLONE_NEWUSER)
+    for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"),
+                       ("/proc/self/gid_map", f"{gid} {gid} 1"),
+                       ("/proc/sys/user/max_user_namespaces", "0")):
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
 
 
 def _prepare_interpreter(cwd: str, env: dict[str, str], pycache: str | None,

@@ -191,5 +191,9 @@ def drop_privileges() -> None:
     _check(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(DUMPABLE)")
 
 
+def set_dumpable(dumpable: bool) -> None:
+    _check(_function("prctl")(PR_SET_DUMPABLE, int(dumpable), 0, 0, 0), "prctl(DUMPABLE)")
+
+
 def _encode(text: str | None) -> bytes | None:
     return None if text is None else os.fsencode(text)

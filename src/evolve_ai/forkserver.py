@@ -24,8 +24,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from evolve_ai import _cgroups, _linux
-from evolve_ai._agent_child import Settled, become_agent
-from evolve_ai._wire import MAX_MESSAGE, NO_PID_NAMESPACE, REPORTS_PER_MESSAGE, SANDBOXED
+from evolve_ai._agent_child import Layers, Settled, become_agent, lock_user_namespaces
+from evolve_ai._wire import (
+    MAX_MESSAGE,
+    NO_PID_NAMESPACE,
+    REPORTS_PER_MESSAGE,
+    SANDBOXED,
+    USER_NAMESPACES_OPEN,
+)
 
 # signal.signal wraps this C function with enum conversions that cost a child dozens
 # of copied pages; the child calls it directly.
@@ -62,14 +68,15 @@ def normalize_signals() -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
-def isolate() -> tuple[str, int | None]:
+def isolate() -> tuple[str, int | None, bool]:
     """Enter new mount and network namespaces with the whole tree read-only, and check
     that each agent can be given a pid namespace of its own.
 
-    Returns the sandbox status and, when agents get their own pid namespace, an fd on
-    ours (to come back to after each fork). The status is ``SANDBOXED``,
-    ``NO_PID_NAMESPACE: <reason>``, or ``"rlimits only: <reason>"`` when the kernel or
-    our privileges refuse a step (agents then get rlimits and no more).
+    Returns the sandbox status; when agents get their own pid namespace, an fd on ours
+    (to come back to after each fork); and whether agents can be kept from making user
+    namespaces. The status is ``SANDBOXED``, ``NO_PID_NAMESPACE: <reason>``,
+    ``USER_NAMESPACES_OPEN: <reason>``, or ``"rlimits only: <reason>"`` when the kernel
+    or our privileges refuse a step (agents then get rlimits and no more).
     """
     uid, gid = os.getuid(), os.getgid()
     user_namespace = os.geteuid() != 0
@@ -85,18 +92,44 @@ def isolate() -> tuple[str, int | None]:
         _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
         _linux.mount_setattr("/", recursive=True, attr_set=_linux.MOUNT_ATTR_RDONLY)
     except OSError as error:
-        return f"rlimits only: {error.strerror or error}", None
+        return f"rlimits only: {error.strerror or error}", None, False
     try:
         ours = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as error:
-        return f"{NO_PID_NAMESPACE}: {error.strerror or error}", None
+        return f"{NO_PID_NAMESPACE}: {error.strerror or error}", None, False
     try:  # the next child would be pid 1 of a namespace of its own; come back
         _linux.unshare(_linux.CLONE_NEWPID)
         _linux.setns(ours, _linux.CLONE_NEWPID)
     except OSError as error:  # e.g. unprivileged: our own pid namespace is not ours
         os.close(ours)
-        return f"{NO_PID_NAMESPACE}: {error.strerror or error}", None
-    return SANDBOXED, ours
+        return f"{NO_PID_NAMESPACE}: {error.strerror or error}", None, False
+    problem = _probe_user_namespace_lock(ours)
+    if problem:
+        return f"{USER_NAMESPACES_OPEN}: {problem}", ours, False
+    return SANDBOXED, ours, True
+
+
+def _probe_user_namespace_lock(ours: int) -> str:
+    """Try, in a child set up as an agent would be, the lock on user namespaces: what
+    went wrong, or "" when a user namespace made from inside is refused."""
+    _linux.unshare(_linux.CLONE_NEWPID)
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            _linux.unshare(_linux.CLONE_NEWNS)
+            _linux.mount("proc", "/proc", "proc", _linux.MS_NOSUID | _linux.MS_NODEV)
+            lock_user_namespaces()
+            code = 2
+            _linux.unshare(_linux.CLONE_NEWUSER)  # must fail now
+        except OSError:
+            code = 0 if code == 2 else 1
+        finally:
+            os._exit(code)
+    _linux.setns(ours, _linux.CLONE_NEWPID)
+    code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+    return {0: "", 2: "a user namespace could still be made"}.get(
+        code, "the kernel refused to set it up")
 
 
 def _map_identity(uid: int, gid: int) -> None:
@@ -113,12 +146,11 @@ def _map_identity(uid: int, gid: int) -> None:
 class Server:
     """Answers spawn requests and reports every child's exit, until the control EOF."""
 
-    def __init__(self, control: socket.socket, events: socket.socket,
-                 sandboxed: str | None, groups: _cgroups.PidsGroups | None,
-                 pid_namespace: int | None = None) -> None:
+    def __init__(self, control: socket.socket, events: socket.socket, layers: Layers,
+                 groups: _cgroups.PidsGroups | None, pid_namespace: int | None = None) -> None:
         self.control = control
         self.events = events
-        self.sandboxed = sandboxed
+        self.layers = layers
         self.pid_namespace = pid_namespace  # fd on ours: each agent gets one of its own
         self.groups = groups
         self.group_of: dict[int, str] = {}  # agent pid -> its pids cgroup
@@ -190,7 +222,7 @@ class Server:
             return
         if pid == 0:
             self.forget_in_child()
-            become_agent(request, fds, self.pid, self.sandboxed, self.settled,
+            become_agent(request, fds, self.pid, self.layers, self.settled,
                          None if group is None else group[1])
         _close_all(fds)  # only the agent may hold its pipe ends
         if group is not None:
@@ -324,9 +356,12 @@ def main(argv: Sequence[str]) -> int:
     normalize_signals()
     # Before isolate(): the groups' directory must be opened on the writable mount.
     groups, pids_status = _cgroups.PidsGroups.create(os.getpid())
-    status, pid_namespace = isolate() if sandbox else ("rlimits only: sandbox disabled", None)
+    status, pid_namespace, locked = (isolate() if sandbox
+                                     else ("rlimits only: sandbox disabled", None, False))
+    layers = Layers(confined=bool(sandbox), namespaces=status.startswith(SANDBOXED),
+                    own_pids=pid_namespace is not None, no_user_namespaces=locked)
     _linux.warm_up()
-    server = Server(control, events, status if sandbox else None, groups, pid_namespace)
+    server = Server(control, events, layers, groups, pid_namespace)
     # Collections would touch, hence copy, every inherited object in every child, and
     # the server makes little garbage: freeze what exists, collect nothing more here.
     gc.freeze()

@@ -195,3 +195,11 @@ print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups
                   "shadow": read("/etc/shadow"), "sibling": read(os.environ["SIBLING"]),
                   "inside": write("mine.txt")}), flush=True)
 """
+
+# Whether it can make a user namespace (where it would hold every capability).
+USERNS_PROBE = """\
+import ctypes, errno, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+result = "ok" if libc.unshare(0x10000000) == 0 else errno.errorcode[ctypes.get_errno()]
+print(json.dumps({"unshare": result}), flush=True)
+"""

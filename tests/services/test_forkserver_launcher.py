@@ -632,3 +632,26 @@ def test_an_agent_of_a_root_orchestrator_runs_as_its_own_uid(
     assert report["inside"] == "ok"
     assert (probe / "mine.txt").stat().st_uid == 230_002
     assert probe.stat().st_uid == 230_002 and probe.stat().st_mode & 0o077 == 0
+
+
+def test_an_agent_cannot_make_a_user_namespace(harness: Harness, tmp_path: Path) -> None:
+    """In a user namespace of its own it would hold every capability there: refused."""
+    if harness.launcher.sandbox_status != "namespaces":
+        pytest.skip(harness.launcher.sandbox_status)
+    agent = harness.launch(write_agent(tmp_path / "probe", agents.USERNS_PROBE))
+    report = json.loads(agent.line())
+    assert harness.wait_exit(agent.pid).returncode == 0
+    assert report["unshare"] in ("ENOSPC", "EPERM")
+
+
+def test_without_the_lock_a_user_namespace_can_be_made(tmp_path: Path) -> None:
+    """The probe agent's control: without the sandbox, the same call succeeds here."""
+    with ForkServerLauncher(sandbox=False) as launcher:
+        harness = Harness(launcher)
+        agent = harness.launch(write_agent(tmp_path / "probe", agents.USERNS_PROBE))
+        report = json.loads(agent.line())
+        assert harness.wait_exit(agent.pid).returncode == 0
+        harness.close_fds()
+    if os.path.exists("/proc/sys/user/max_user_namespaces") and \
+            Path("/proc/sys/user/max_user_namespaces").read_text().strip() != "0":
+        assert report["unshare"] == "ok"
