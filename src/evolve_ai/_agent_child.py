@@ -87,6 +87,8 @@ def become_agent(data: bytes, fds: Sequence[int], server_pid: int, layers: Layer
                   layers.own_pids)
         if uid is not None:
             _step("uid", _become, uid, cwd)
+        elif layers.confined and os.geteuid() == 0:  # ran with a uid before, maybe
+            _step("ownership", _reclaim, cwd)
         if layers.no_user_namespaces:
             _step("user namespace", lock_user_namespaces)
         if layers.confined:  # last: the steps above needed their powers
@@ -196,6 +198,16 @@ def _become(uid: int, cwd: str) -> None:
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
+
+
+def _reclaim(cwd: str) -> None:
+    """A directory handed to an agent uid once (the setting changed since): ours again,
+    or the agent, without root's powers, could not enter it."""
+    if os.stat(cwd).st_uid != 0:
+        os.chown(cwd, 0, 0)
+        os.chmod(cwd, 0o755)
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(f"{cwd}/genome.bin", 0, 0, follow_symlinks=False)
 
 
 def lock_user_namespaces() -> None:

@@ -655,3 +655,18 @@ def test_without_the_lock_a_user_namespace_can_be_made(tmp_path: Path) -> None:
     if os.path.exists("/proc/sys/user/max_user_namespaces") and \
             Path("/proc/sys/user/max_user_namespaces").read_text().strip() != "0":
         assert report["unshare"] == "ok"
+
+
+def test_a_directory_once_handed_to_an_agent_uid_is_taken_back(
+        harness: Harness, tmp_path: Path) -> None:
+    """Run once with a uid of its own, then without (the setting changed): still runs."""
+    if os.geteuid() != 0 or harness.launcher.sandbox_status != "namespaces":
+        pytest.skip("only a root orchestrator gives agents their own uid")
+    directory = write_agent(tmp_path / "agent", agents.UID_PROBE)
+    os.chown(directory, 230_003, 230_003)
+    directory.chmod(0o700)
+    agent = harness.launch(directory, env={"SIBLING": "/nonexistent"})
+    report = json.loads(agent.line())
+    assert harness.wait_exit(agent.pid).returncode == 0
+    assert report["inside"] == "ok" and report["uid"] == 0
+    assert directory.stat().st_uid == 0
