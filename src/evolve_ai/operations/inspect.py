@@ -17,6 +17,7 @@ def status(workspace: Workspace) -> dict[str, Any]:
             "counts": store.counts(),
             "fitness": store.fitness_summary(),
             "history": [row._asdict() for row in store.history()],
+            "sandbox": store.sandbox(),
         }
 
 

@@ -125,7 +125,7 @@ class LifeManager:
         self.scanner.apply(self.scanner.scan(self.pool), store, time.monotonic())
         now = time.monotonic()
         self.scheduler.schedule(now)
-        self._report_sandbox()
+        self._report_sandbox(store)
         if self.options.once:
             self._await_hellos()
             now = time.monotonic()
@@ -160,8 +160,9 @@ class LifeManager:
         for agent_id in self.generations.bury():
             self.scheduler.forget(agent_id)
 
-    def _report_sandbox(self) -> None:
-        """Say once how agents are confined (a degraded sandbox is a warning)."""
+    def _report_sandbox(self, store: Store) -> None:
+        """Say once how agents are confined (a degraded sandbox is a warning), in the log
+        and in the store, for ``evolve status``."""
         sandbox = None if self.sandbox_reported else self.supervisor.sandbox()
         if sandbox is None:
             return
@@ -169,12 +170,12 @@ class LifeManager:
         problem = uid_status(self.workspace, self.config)
         uids = f"evolve's own: {problem}" if problem else "one per agent"
         # Agents of a root orchestrator that keep its uid keep root's file access.
+        said = {"sandbox": sandbox.status, "processes": sandbox.processes, "uids": uids}
+        store.set_sandbox(said)
         if sandbox.degraded or (problem and os.geteuid() == 0):
-            self.log.warning("sandbox_degraded", sandbox=sandbox.status,
-                             processes=sandbox.processes, uids=uids)
+            self.log.warning("sandbox_degraded", **said)
         else:
-            self.log.info("sandbox", sandbox=sandbox.status, processes=sandbox.processes,
-                          uids=uids)
+            self.log.info("sandbox", **said)
 
     def _await_hellos(self) -> None:
         """--once: let the agents started this pass say hello before tasks are sent."""

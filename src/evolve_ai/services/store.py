@@ -191,6 +191,16 @@ class Store:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
         return int(row[0])
 
+    def sandbox(self) -> dict[str, str] | None:
+        """How the last life cycle confined its agents, as it said when it started."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'sandbox'").fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def set_sandbox(self, sandbox: dict[str, str]) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES ('sandbox', ?) ON CONFLICT (key) "
+                       "DO UPDATE SET value = excluded.value", (json.dumps(sandbox),))
+
     def agents_ever(self) -> int:
         """How many agents were ever created here (the dead included)."""
         return int(self._db.execute("SELECT count(*) FROM agents").fetchone()[0])
