@@ -63,12 +63,12 @@ class Layers(NamedTuple):
 
 
 def become_agent(data: bytes, fds: Sequence[int], server_pid: int, layers: Layers,
-                 settled: Settled, procs: int | None) -> NoReturn:
+                 settled: Settled, procs: Sequence[int]) -> NoReturn:
     """Turn this freshly forked child into the agent; never returns.
 
     ``data`` is the spawn request, decoded here rather than in the server, whose time
-    is the one that counts. ``procs`` is the ``cgroup.procs`` fd of the agent's pids
-    cgroup.
+    is the one that counts. ``procs`` are the ``cgroup.procs`` fds of the agent's
+    cgroups (pids, memory).
     """
     code = SETUP_FAILED
     stderr = fds[2]  # the agent's log, wherever it sits before and after the dup2
@@ -77,8 +77,8 @@ def become_agent(data: bytes, fds: Sequence[int], server_pid: int, layers: Layer
         (agent_id, cwd, env, limits, writable, readonly_within, pycache,
          uid) = marshal.loads(data)
         _step("session", _detach, server_pid)
-        if procs is not None:  # before anything of the agent's can fork
-            _step("pids cgroup", _cgroups.join, procs)
+        for fd in procs:  # before anything of the agent's can fork or allocate
+            _step("cgroup", _cgroups.join, fd)
         _step("stdio", _take_stdio, fds, settled.fd_limit)
         stderr = 2
         _step("rlimits", _apply_limits, limits)

@@ -1,9 +1,11 @@
-"""A pids cgroup per agent, made by the fork server: fork() fails past the limit.
+"""A pids cgroup per agent, made by the fork server: fork() fails past the limit; and,
+where the kernel lets us, a memory cgroup: the agent's processes together cannot use
+more than its memory limit.
 
-Unlike RLIMIT_NPROC it counts the agent's own tasks only, binds root too, and lets the
-server kill what an agent left behind, even after setsid (docs/security.md). Layout:
-``<our pids cgroup>/evolve-<server pid>/agent-<n>``, on the cgroup v1 ``pids`` hierarchy
-or on cgroup v2 where the parent delegates the ``pids`` controller. The server opens the
+Unlike RLIMIT_NPROC the pids group counts the agent's own tasks only, binds root too, and
+lets the server kill what an agent left behind, even after setsid (docs/security.md).
+Layout: ``<our cgroup>/evolve-<server pid>/agent-<n>``, on the controller's cgroup v1
+hierarchy or on cgroup v2 where the parent delegates the controller. The server opens the
 hierarchy before it makes its mount namespace read-only: the open directory still refers
 to the writable mount, so it can make groups afterwards. Groups of a server that died
 (SIGKILL) are swept by the next server.
@@ -17,54 +19,74 @@ import contextlib
 import errno
 import os
 import signal
+from typing import NamedTuple
 
 PREFIX = "evolve-"
 _CGROUP_ROOT = "/sys/fs/cgroup"
 
 
-class PidsGroups:
-    """The server's directory of agent groups (``evolve-<pid>``), opened as a dir fd."""
+class Controller(NamedTuple):
+    """A cgroup controller, and the file that limits a group of it (cgroup v1, v2)."""
 
-    def __init__(self, parent_fd: int, name: str, fd: int) -> None:
+    name: str
+    v1_limit: str
+    v2_limit: str
+    smallest: int  # a limit the probe group can take
+
+
+PIDS = Controller("pids", "pids.max", "pids.max", 1)
+MEMORY = Controller("memory", "memory.limit_in_bytes", "memory.max", 1 << 20)
+
+
+class AgentGroups:
+    """The server's directory of agent groups (``evolve-<pid>``) of one controller."""
+
+    def __init__(self, parent_fd: int, name: str, fd: int, limit_file: str) -> None:
         self._parent_fd = parent_fd
         self._name = name
         self._fd = fd
+        self._limit_file = limit_file
         self._count = 0
         self.leftover: set[str] = set()  # groups of exited agents, not empty yet
 
     @classmethod
-    def create(cls, server_pid: int) -> tuple[PidsGroups | None, str]:
-        """Our groups' directory, and a status: ``"pids cgroup"`` or why not."""
+    def create(cls, server_pid: int,
+               controller: Controller = PIDS) -> tuple[AgentGroups | None, str]:
+        """Our groups' directory, and a status: ``"<name> cgroup"`` or why not."""
+        what = f"{controller.name} cgroup"
         try:
-            base = own_pids_cgroup()
+            base = own_cgroup(controller.name)
             parent_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as error:
-            return None, f"no pids cgroup: {error.strerror or error}"
+            return None, f"no {what}: {error.strerror or error}"
         try:
             sweep_stale(parent_fd)
             name = f"{PREFIX}{server_pid}"
             with contextlib.suppress(FileExistsError):
                 os.mkdir(name, 0o755, dir_fd=parent_fd)
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent_fd)
-            if not _exists(fd, "pids.max") and _exists(fd, "cgroup.subtree_control"):
-                _write(fd, "cgroup.subtree_control", "+pids")  # cgroup v2: delegate to agents
-            groups = cls(parent_fd, name, fd)
-            probe, procs = groups.prepare(1)  # can we really make and limit one?
+            v1 = _exists(fd, controller.v1_limit)
+            if not v1 and _exists(fd, "cgroup.subtree_control"):  # v2: delegate to agents
+                _write(fd, "cgroup.subtree_control", f"+{controller.name}")
+            groups = cls(parent_fd, name, fd,
+                         controller.v1_limit if v1 else controller.v2_limit)
+            probe, procs = groups.prepare(controller.smallest)  # can we make and limit one?
             os.close(procs)
             groups.release(probe)
         except OSError as error:
             os.close(parent_fd)
-            return None, f"no pids cgroup: {error.strerror or error}"
-        return groups, "pids cgroup"
+            return None, f"no {what}: {error.strerror or error}"
+        return groups, what
 
-    def prepare(self, max_pids: int) -> tuple[str, int]:
-        """A new group limited to ``max_pids`` tasks, and an fd of its ``cgroup.procs``:
-        the child writes its pid there, before it runs anything of the agent's."""
+    def prepare(self, limit: int) -> tuple[str, int]:
+        """A new group limited to ``limit`` (tasks, bytes), and an fd of its
+        ``cgroup.procs``: the child writes its pid there, before it runs anything of the
+        agent's."""
         self._count += 1
         name = f"agent-{self._count}"
         os.mkdir(name, 0o755, dir_fd=self._fd)
         try:
-            _write(self._fd, f"{name}/pids.max", str(max_pids))
+            _write(self._fd, f"{name}/{self._limit_file}", str(limit))
             procs = os.open(f"{name}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=self._fd)
         except OSError:
             with contextlib.suppress(OSError):
@@ -121,29 +143,36 @@ def join(procs_fd: int) -> None:
 def own_pids_cgroup(mountinfo: str = "/proc/self/mountinfo",
                     cgroup: str = "/proc/self/cgroup") -> str:
     """The directory of this process's own pids cgroup (v1 ``pids`` or v2)."""
+    return own_cgroup("pids", mountinfo, cgroup)
+
+
+def own_cgroup(controller: str, mountinfo: str = "/proc/self/mountinfo",
+               cgroup: str = "/proc/self/cgroup") -> str:
+    """The directory of this process's own cgroup of ``controller`` (v1, or v2)."""
     with open(cgroup, encoding="utf-8") as file:
         lines = file.read().splitlines()
     v1 = v2 = None
     for line in lines:
         _, controllers, path = line.split(":", 2)
-        if "pids" in controllers.split(","):
+        if controller in controllers.split(","):
             v1 = path
         elif controllers == "":
             v2 = path
-    mounts = _cgroup_mounts(mountinfo)
-    if v1 is not None and "pids" in mounts:
-        return _under(mounts["pids"], v1)
+    mounts = _cgroup_mounts(mountinfo, controller)
+    if v1 is not None and controller in mounts:
+        return _under(mounts[controller], v1)
     if v2 is not None and "" in mounts:
         directory = _under(mounts[""], v2)
         with open(os.path.join(directory, "cgroup.subtree_control"), encoding="ascii") as file:
-            if "pids" not in file.read().split():
-                raise OSError(errno.ENOTSUP, "the pids controller is not delegated here")
+            if controller not in file.read().split():
+                raise OSError(errno.ENOTSUP,
+                              f"the {controller} controller is not delegated here")
         return directory
-    raise OSError(errno.ENOENT, "no pids cgroup hierarchy mounted")
+    raise OSError(errno.ENOENT, f"no {controller} cgroup hierarchy mounted")
 
 
-def _cgroup_mounts(mountinfo: str) -> dict[str, tuple[str, str]]:
-    """``{"pids": (root, mount point)}`` for v1, ``{"": ...}`` for v2."""
+def _cgroup_mounts(mountinfo: str, controller: str) -> dict[str, tuple[str, str]]:
+    """``{controller: (root, mount point)}`` for v1, ``{"": ...}`` for v2."""
     mounts: dict[str, tuple[str, str]] = {}
     with open(mountinfo, encoding="utf-8") as file:
         for line in file:
@@ -151,8 +180,8 @@ def _cgroup_mounts(mountinfo: str) -> dict[str, tuple[str, str]]:
             dash = fields.index("-")
             kind, options = fields[dash + 1], fields[dash + 3].split(",")
             root, point = _unescape(fields[3]), _unescape(fields[4])
-            if kind == "cgroup" and "pids" in options:
-                mounts.setdefault("pids", (root, point))
+            if kind == "cgroup" and controller in options:
+                mounts.setdefault(controller, (root, point))
             elif kind == "cgroup2":
                 mounts.setdefault("", (root, point))
     return mounts

@@ -147,13 +147,16 @@ class Server:
     """Answers spawn requests and reports every child's exit, until the control EOF."""
 
     def __init__(self, control: socket.socket, events: socket.socket, layers: Layers,
-                 groups: _cgroups.PidsGroups | None, pid_namespace: int | None = None) -> None:
+                 groups: _cgroups.AgentGroups | None, pid_namespace: int | None = None,
+                 memory: _cgroups.AgentGroups | None = None) -> None:
         self.control = control
         self.events = events
         self.layers = layers
         self.pid_namespace = pid_namespace  # fd on ours: each agent gets one of its own
         self.groups = groups
         self.group_of: dict[int, str] = {}  # agent pid -> its pids cgroup
+        self.memory = memory
+        self.memory_of: dict[int, str] = {}  # agent pid -> its memory cgroup
         self.children: set[int] = set()
         self.pending: list[tuple[int, int]] = []
         self.pid = os.getpid()
@@ -194,42 +197,49 @@ class Server:
             self.reply(("error", "malformed spawn request (too large, or not 3 fds)"))
             return True
         try:
-            _, max_pids, request = marshal.loads(data)
+            _, max_pids, max_memory, request = marshal.loads(data)
         except (ValueError, TypeError, EOFError):
             _close_all(fds)
             self.reply(("error", "malformed spawn request"))
             return True
-        self.spawn(request, fds, max_pids)
+        self.spawn(request, fds, max_pids, max_memory)
         return True
 
-    def spawn(self, request: bytes, fds: list[int], max_pids: int | None) -> None:
+    def spawn(self, request: bytes, fds: list[int], max_pids: int | None,
+              max_memory: int | None) -> None:
         group: tuple[str, int] | None = None  # its name and its cgroup.procs fd
-        if self.groups is not None and max_pids is not None:
-            try:
-                group = self.groups.prepare(max_pids)
-            except OSError as error:
-                _close_all(fds)
-                self.reply(("error", f"cannot make the agent's pids cgroup: {error}"))
-                return
+        memory: tuple[str, int] | None = None
         try:
+            if self.groups is not None and max_pids is not None:
+                group = self.groups.prepare(max_pids)
+            if self.memory is not None and max_memory is not None:
+                memory = self.memory.prepare(max_memory)
             pid = self.fork()
         except OSError as error:
             _close_all(fds)
-            if group is not None:
-                os.close(group[1])
-                self.release(group[0])
-            self.reply(("error", f"fork failed: {error.strerror}"))
+            self.forget_groups(group, memory)
+            self.reply(("error", f"cannot start the agent: {error.strerror or error}"))
             return
         if pid == 0:
             self.forget_in_child()
             become_agent(request, fds, self.pid, self.layers, self.settled,
-                         None if group is None else group[1])
+                         tuple(g[1] for g in (group, memory) if g is not None))
         _close_all(fds)  # only the agent may hold its pipe ends
-        if group is not None:
-            os.close(group[1])
-            self.group_of[pid] = group[0]
+        for made, of in ((group, self.group_of), (memory, self.memory_of)):
+            if made is not None:
+                os.close(made[1])
+                of[pid] = made[0]
         self.children.add(pid)
         self.reply(("ok", pid))
+
+    def forget_groups(self, group: tuple[str, int] | None,
+                      memory: tuple[str, int] | None) -> None:
+        """The groups made for an agent that could not be started."""
+        for made, groups in ((group, self.groups), (memory, self.memory)):
+            if made is not None and groups is not None:
+                os.close(made[1])
+                with contextlib.suppress(OSError):
+                    groups.release(made[0])
 
     def fork(self) -> int:
         """Fork the next agent: pid 1 of a pid namespace of its own, when we can.
@@ -284,8 +294,14 @@ class Server:
                 group = self.group_of.pop(pid, None)
                 if group is not None:  # what it left behind dies with it
                     self.release(group)
-            elif self.groups is not None and self.groups.leftover:
-                self.groups.retry_leftover()
+                memory = self.memory_of.pop(pid, None)
+                if memory is not None and self.memory is not None:
+                    with contextlib.suppress(OSError):
+                        self.memory.release(memory)
+            else:
+                for groups in (self.groups, self.memory):
+                    if groups is not None and groups.leftover:
+                        groups.retry_leftover()
 
     def flush(self) -> None:
         """Send pending exit reports; if the orchestrator lags, keep them for later."""
@@ -322,8 +338,9 @@ class Server:
         while self.children and time.monotonic() < deadline:
             self.reap()
             time.sleep(0.001)
-        if self.groups is not None:
-            self.groups.close()
+        for groups in (self.groups, self.memory):
+            if groups is not None:
+                groups.close()
 
 
 def _ignore(signum: int, frame: object) -> None:
@@ -355,18 +372,19 @@ def main(argv: Sequence[str]) -> int:
     _linux.set_child_subreaper()  # orphans of agents come back to us, to be reaped
     normalize_signals()
     # Before isolate(): the groups' directory must be opened on the writable mount.
-    groups, pids_status = _cgroups.PidsGroups.create(os.getpid())
+    groups, pids_status = _cgroups.AgentGroups.create(os.getpid())
+    memory, memory_status = _cgroups.AgentGroups.create(os.getpid(), _cgroups.MEMORY)
     status, pid_namespace, locked = (isolate() if sandbox
                                      else ("rlimits only: sandbox disabled", None, False))
     layers = Layers(confined=bool(sandbox), namespaces=status.startswith(SANDBOXED),
                     own_pids=pid_namespace is not None, no_user_namespaces=locked)
     _linux.warm_up()
-    server = Server(control, events, layers, groups, pid_namespace)
+    server = Server(control, events, layers, groups, pid_namespace, memory)
     # Collections would touch, hence copy, every inherited object in every child, and
     # the server makes little garbage: freeze what exists, collect nothing more here.
     gc.freeze()
     gc.disable()
-    control.send(marshal.dumps(("ready", os.getpid(), status, pids_status)))
+    control.send(marshal.dumps(("ready", os.getpid(), status, pids_status, memory_status)))
     server.run()
     return 0
 

@@ -53,7 +53,7 @@ def status_text(data: dict[str, Any]) -> str:
     sandbox = data.get("sandbox")
     if sandbox:  # as the last life cycle said when it started
         lines.append(f"sandbox     {sandbox['sandbox']}; processes: {sandbox['processes']}; "
-                     f"uids: {sandbox['uids']}")
+                     f"memory: {sandbox.get('memory', '-')}; uids: {sandbox['uids']}")
     if data["history"]:
         lines += ["", f"{'gen':>5} {'mean':>8} {'max':>8} {'pop':>7} {'births':>7} {'deaths':>7}"]
         lines += [

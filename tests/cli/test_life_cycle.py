@@ -56,9 +56,10 @@ def test_once_evaluates_and_leaves_no_process(workspace: Path) -> None:
         assert (sandbox["sandbox"], sandbox["processes"]) == ("namespaces", "pids cgroup")
         assert sandbox["uids"] == "one per agent"  # in a workspace others can pass through
         said = status_json(workspace)["sandbox"]  # and status says it too
-        assert said == {k: sandbox[k] for k in ("sandbox", "processes", "uids")}
+        assert said == {k: sandbox[k] for k in ("sandbox", "processes", "memory", "uids")}
         text = run_evolve(workspace, "status").stdout
-        assert "sandbox     namespaces; processes: pids cgroup; uids: one per agent" in text
+        assert ("sandbox     namespaces; processes: pids cgroup; memory: memory cgroup; "
+                "uids: one per agent") in text
         owners = {(a.stat().st_uid, a.stat().st_mode & 0o777)
                   for a in (workspace / "agents").iterdir()}
         assert len(owners) == 12 and all(uid >= 200_000 and mode == 0o700

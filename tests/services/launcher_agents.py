@@ -203,3 +203,11 @@ libc = ctypes.CDLL(None, use_errno=True)
 result = "ok" if libc.unshare(0x10000000) == 0 else errno.errorcode[ctypes.get_errno()]
 print(json.dumps({"unshare": result}), flush=True)
 """
+
+# Touches 100 MB (every page), then says so.
+TOUCH_100MB = """\
+data = bytearray(100 << 20)
+for offset in range(0, len(data), 4096):
+    data[offset] = 1
+print("touched", flush=True)
+"""

@@ -670,3 +670,24 @@ def test_a_directory_once_handed_to_an_agent_uid_is_taken_back(
     assert harness.wait_exit(agent.pid).returncode == 0
     assert report["inside"] == "ok" and report["uid"] == 0
     assert directory.stat().st_uid == 0
+
+
+def test_a_memory_cgroup_holds_the_whole_agent(harness: Harness, tmp_path: Path) -> None:
+    """With a memory cgroup the kernel itself stops an agent at its limit, between two
+    of the supervisor's passes as well; without one, the same agent runs."""
+    if harness.launcher.memory_status != "memory cgroup":
+        pytest.skip(harness.launcher.memory_status)
+    directory = write_agent(tmp_path / "big", agents.TOUCH_100MB)
+    log = directory / "agent.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
+    try:
+        spec = dataclasses.replace(spec_for(directory), memory_bytes=48 << 20)
+        held = harness.launcher.spawn(spec, fd)
+        free = harness.launcher.spawn(spec_for(write_agent(tmp_path / "free",
+                                                           agents.TOUCH_100MB)), fd)
+    finally:
+        os.close(fd)
+    harness.open_fds.update((held.stdin, held.stdout, free.stdin, free.stdout))
+    assert Agent(free, log).line() == "touched"
+    assert harness.wait_exit(free.pid).returncode == 0
+    assert harness.wait_exit(held.pid).returncode == -signal.SIGKILL  # the OOM killer

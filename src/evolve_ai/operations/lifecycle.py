@@ -170,7 +170,8 @@ class LifeManager:
         problem = uid_status(self.workspace, self.config)
         uids = f"evolve's own: {problem}" if problem else "one per agent"
         # Agents of a root orchestrator that keep its uid keep root's file access.
-        said = {"sandbox": sandbox.status, "processes": sandbox.processes, "uids": uids}
+        said = {"sandbox": sandbox.status, "processes": sandbox.processes,
+                "memory": sandbox.memory, "uids": uids}
         store.set_sandbox(said)
         if sandbox.degraded or (problem and os.geteuid() == 0):
             self.log.warning("sandbox_degraded", **said)

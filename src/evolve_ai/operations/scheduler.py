@@ -47,6 +47,7 @@ def launch_spec(workspace: Workspace, config: Config, agent_id: str) -> LaunchSp
         readonly_within=(str(directory / "src"), str(directory / "pyproject.toml")),
         pycache_prefix=str(workspace.pycache_dir),
         uid=None if uid_status(workspace, config) else agent_uid(config, agent_id),
+        memory_bytes=limits.memory_mb << 20,
     )
 
 

@@ -73,6 +73,7 @@ class ForkServerLauncher:
         self._events: socket.socket | None = None
         self._status = "not started"
         self._pids_status = "not started"
+        self._memory_status = "not started"
         self._running: dict[int, str] = {}
         self._server_gone = False  # its events socket said EOF: it is dead or dying
         # Readable when exit reports are pending: the events socket of the current
@@ -138,7 +139,8 @@ class ForkServerLauncher:
         control.settimeout(_START_TIMEOUT)
         try:
             control.send(marshal.dumps(("init", self._sandbox, list(self._preload))))
-            _, _, self._status, self._pids_status = self._receive_reply()
+            _, _, self._status, self._pids_status, self._memory_status = (
+                self._receive_reply())
         except (OSError, LaunchError) as error:
             self._release(orphans=False)
             if isinstance(error, LaunchError):
@@ -201,6 +203,12 @@ class ForkServerLauncher:
         return self._status
 
     @property
+    def memory_status(self) -> str:
+        """``"memory cgroup"`` when each agent's processes together are held to
+        ``LaunchSpec.memory_bytes`` by the kernel, else ``"no memory cgroup: <reason>"``."""
+        return self._memory_status
+
+    @property
     def pids_status(self) -> str:
         """``"pids cgroup"`` when each agent gets a pids cgroup limited to
         ``Limits.processes``, else ``"no pids cgroup: <reason>"``; known after ``start``."""
@@ -228,7 +236,8 @@ class ForkServerLauncher:
                     if not os.path.isabs(path)]
         if relative:
             raise LaunchError(f"agent {spec.agent_id}: paths must be absolute: {relative[0]}")
-        request = marshal.dumps(("spawn", spec.limits.processes, marshal.dumps((
+        request = marshal.dumps(("spawn", spec.limits.processes, spec.memory_bytes,
+                                 marshal.dumps((
             spec.agent_id, spec.cwd, spec.env, spec.limits.as_tuple(), spec.writable,
             spec.readonly_within, spec.pycache_prefix, spec.uid))))
         if len(request) > MAX_MESSAGE:

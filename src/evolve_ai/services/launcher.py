@@ -47,6 +47,7 @@ class LaunchSpec:
     readonly_within: tuple[str, ...]  # read-only sub-paths of writable ones
     pycache_prefix: str | None  # sys.pycache_prefix for the agent
     uid: int | None = None  # an unprivileged uid (and gid) of its own; None: the launcher's
+    memory_bytes: int | None = None  # all its processes together (a memory cgroup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,10 @@ class Launcher(Protocol):
     @property
     def pids_status(self) -> str:
         """``"pids cgroup"``, or ``"no pids cgroup: <reason>"``; known after ``start``."""
+
+    @property
+    def memory_status(self) -> str:
+        """``"memory cgroup"``, or ``"no memory cgroup: <reason>"``; known after ``start``."""
 
     def start(self) -> None:
         """Get ready to spawn; a no-op when already started."""

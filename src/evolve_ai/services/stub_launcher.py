@@ -116,6 +116,10 @@ class StubLauncher:
     def pids_status(self) -> str:
         return "no pids cgroup: stub launcher"
 
+    @property
+    def memory_status(self) -> str:
+        return "no memory cgroup: stub launcher"
+
     def start(self) -> None:
         if self._wake_read < 0:
             self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

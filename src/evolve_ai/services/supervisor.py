@@ -45,6 +45,7 @@ class Sandbox(NamedTuple):
 
     status: str  # "namespaces", or "rlimits only: <reason>"
     processes: str  # "pids cgroup", or "no pids cgroup: <reason>"
+    memory: str  # "memory cgroup", or "no memory cgroup: <reason>"
 
     @property
     def degraded(self) -> bool:
@@ -153,7 +154,8 @@ class Supervisor:
         """How agents are confined; None until the launcher has started."""
         if not self.launcher.alive:
             return None
-        return Sandbox(self.launcher.sandbox_status, self.launcher.pids_status)
+        return Sandbox(self.launcher.sandbox_status, self.launcher.pids_status,
+                       self.launcher.memory_status)
 
     def _get(self, agent_id: str) -> AgentProcess:
         proc = self._agents.get(agent_id)
