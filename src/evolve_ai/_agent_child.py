@@ -16,6 +16,7 @@ import marshal
 import os
 import resource
 import runpy
+import select
 import signal
 import sys
 import traceback
@@ -51,6 +52,10 @@ class Settled:
             self.fd_limit = 1 << 20
         self.path = tuple(entry for entry in sys.path if entry)
         self.environ = tuple(os.environ)
+        # Its write end stays the server's alone: at the server's death, the read end
+        # hangs up. A child whose uid changes (which clears the parent-death signal)
+        # arms the signal again, then looks here whether the server died meanwhile.
+        self.lifeline, self.lifeline_end = os.pipe2(os.O_CLOEXEC)
 
 
 class Layers(NamedTuple):
@@ -79,7 +84,7 @@ def become_agent(data: bytes, fds: Sequence[int], server_pid: int, layers: Layer
         _step("session", _detach, server_pid)
         for fd in procs:  # before anything of the agent's can fork or allocate
             _step("cgroup", _cgroups.join, fd)
-        _step("stdio", _take_stdio, fds, settled.fd_limit)
+        _step("stdio", _take_stdio, fds, settled.fd_limit, settled.lifeline)
         stderr = 2
         _step("rlimits", _apply_limits, limits)
         if layers.confined:
@@ -87,8 +92,10 @@ def become_agent(data: bytes, fds: Sequence[int], server_pid: int, layers: Layer
                   layers.own_pids)
         if uid is not None:
             _step("uid", _become, uid, cwd)
+            _step("session", _still_with_server, settled.lifeline)
         elif layers.confined and os.geteuid() == 0:  # ran with a uid before, maybe
-            _step("ownership", _reclaim, cwd)
+            _step("ownership", _hand_over, cwd, 0)
+        os.close(settled.lifeline)
         if layers.no_user_namespaces:
             _step("user namespace", lock_user_namespaces)
         if layers.confined:  # last: the steps above needed their powers
@@ -149,12 +156,25 @@ def _parent() -> int:
     return int(status[start + 7: status.find(b"\n", start + 1)]) if start >= 0 else 0
 
 
-def _take_stdio(fds: Sequence[int], fd_limit: int) -> None:
+def _take_stdio(fds: Sequence[int], fd_limit: int, lifeline: int) -> None:
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
     # Nothing else of the server's may survive: other agents' pipe ends above all, or
-    # an agent would keep a sibling's stdin open and it would never see EOF.
-    os.closerange(3, fd_limit)
+    # an agent would keep a sibling's stdin open and it would never see EOF. (The
+    # lifeline's read end is closed at the end of the setup.)
+    os.closerange(3, lifeline)
+    os.closerange(lifeline + 1, fd_limit)
+
+
+def _still_with_server(lifeline: int) -> None:
+    """A change of uid cleared the parent-death signal: arm it again, then make sure the
+    server did not die before (its lifeline would have hung up)."""
+    if not _linux.die_with_parent(signal.SIGKILL):
+        raise OSError(errno.ENOSYS, "prctl(PR_SET_PDEATHSIG) failed")
+    poller = select.poll()
+    poller.register(lifeline, select.POLLIN)
+    if poller.poll(0):  # readable means hung up: nobody ever writes to it
+        raise OSError(errno.ESRCH, "the fork server is gone")
 
 
 def _apply_limits(limits: Sequence[int | None]) -> None:
@@ -189,25 +209,36 @@ def _confine(writable: Sequence[str], readonly_within: Sequence[str],
 
 
 def _become(uid: int, cwd: str) -> None:
-    """Run as ``uid`` from now on: its own directory (and genome) handed over and closed
-    to others; root's file access (``/etc/shadow``, root's sockets, ``/dev/kmsg``) gone."""
-    os.chown(cwd, uid, uid)
-    os.chmod(cwd, 0o700)
-    with contextlib.suppress(FileNotFoundError):
-        os.chown(os.path.join(cwd, "genome.bin"), uid, uid, follow_symlinks=False)
-    os.setgroups([])
+    """Run as ``uid`` from now on: its own directory handed over and closed to others;
+    root's file access (``/etc/shadow``, root's sockets, ``/dev/kmsg``) gone."""
+    _hand_over(cwd, uid)
+    os.setgroups(())
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
 
 
-def _reclaim(cwd: str) -> None:
-    """A directory handed to an agent uid once (the setting changed since): ours again,
-    or the agent, without root's powers, could not enter it."""
-    if os.stat(cwd).st_uid != 0:
-        os.chown(cwd, 0, 0)
-        os.chmod(cwd, 0o755)
-        with contextlib.suppress(FileNotFoundError):
-            os.chown(f"{cwd}/genome.bin", 0, 0, follow_symlinks=False)
+def _hand_over(cwd: str, uid: int) -> None:
+    """Make ``uid`` the owner of the agent's directory (the genome written at its birth
+    included); if another uid held it (the settings changed), of all it wrote there too.
+    ``src/`` and ``pyproject.toml`` are the orchestrator's, and read-only here."""
+    owner = os.lstat(cwd).st_uid
+    if owner == uid and uid == 0:
+        return  # never handed over: nothing to take back
+    os.chown(cwd, uid, uid)
+    os.chmod(cwd, 0o700 if uid else 0o755)
+    with contextlib.suppress(FileNotFoundError):
+        os.chown(f"{cwd}/genome.bin", uid, uid, follow_symlinks=False)
+    if owner == uid:
+        return
+    with os.scandir(cwd) as top:
+        names = [e.name for e in top if e.name not in ("src", "pyproject.toml", "genome.bin")]
+    for name in names:
+        path = f"{cwd}/{name}"
+        os.chown(path, uid, uid, follow_symlinks=False)
+        if os.path.isdir(path) and not os.path.islink(path):
+            for root, directories, files in os.walk(path):  # links are not followed
+                for entry in (*directories, *files):
+                    os.chown(f"{root}/{entry}", uid, uid, follow_symlinks=False)
 
 
 def lock_user_namespaces() -> None:

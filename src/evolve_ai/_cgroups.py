@@ -140,6 +140,15 @@ def join(procs_fd: int) -> None:
         os.close(procs_fd)
 
 
+def one_hierarchy(first: str, second: str) -> bool:
+    """Whether two controllers of ours live in one directory (cgroup v2), where a task is in
+    one group only: an agent's two groups would need to be one."""
+    try:
+        return own_cgroup(first) == own_cgroup(second)
+    except OSError:
+        return False
+
+
 def own_pids_cgroup(mountinfo: str = "/proc/self/mountinfo",
                     cgroup: str = "/proc/self/cgroup") -> str:
     """The directory of this process's own pids cgroup (v1 ``pids`` or v2)."""
@@ -226,6 +235,8 @@ def kill_members(fd: int, name: str) -> None:
     except OSError:
         return
     for pid in pids:
+        if pid <= 0:  # a task out of our pid namespace's sight reads as 0: not kill(0)
+            continue
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
 

@@ -103,7 +103,10 @@ def isolate() -> tuple[str, int | None, bool]:
     except OSError as error:  # e.g. unprivileged: our own pid namespace is not ours
         os.close(ours)
         return f"{NO_PID_NAMESPACE}: {error.strerror or error}", None, False
-    problem = _probe_user_namespace_lock(ours)
+    try:
+        problem = _probe_user_namespace_lock(ours)
+    except OSError as error:
+        problem = error.strerror or str(error)
     if problem:
         return f"{USER_NAMESPACES_OPEN}: {problem}", ours, False
     return SANDBOXED, ours, True
@@ -373,7 +376,10 @@ def main(argv: Sequence[str]) -> int:
     normalize_signals()
     # Before isolate(): the groups' directory must be opened on the writable mount.
     groups, pids_status = _cgroups.AgentGroups.create(os.getpid())
-    memory, memory_status = _cgroups.AgentGroups.create(os.getpid(), _cgroups.MEMORY)
+    if _cgroups.one_hierarchy("pids", "memory"):  # cgroup v2: one group would need both
+        memory, memory_status = None, "no memory cgroup: not on a unified cgroup v2 hierarchy"
+    else:
+        memory, memory_status = _cgroups.AgentGroups.create(os.getpid(), _cgroups.MEMORY)
     status, pid_namespace, locked = (isolate() if sandbox
                                      else ("rlimits only: sandbox disabled", None, False))
     layers = Layers(confined=bool(sandbox), namespaces=status.startswith(SANDBOXED),

@@ -38,7 +38,9 @@ def workspace(open_path: Path) -> Iterator[Path]:
 def test_once_evaluates_and_leaves_no_process(workspace: Path) -> None:
     result = run_evolve(workspace, "life-cycle", "--once", "--seed", "1")
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
+    # Quiet but for the one warning a root orchestrator gives where agents cannot get
+    # uids of their own (this machine's Python may live where they cannot reach it).
+    assert all("sandbox_degraded" in line for line in result.stderr.splitlines())
     status = status_json(workspace)
     assert status["counts"]["active"] == 12
     assert status["counts"]["running"] == 0
@@ -54,16 +56,20 @@ def test_once_evaluates_and_leaves_no_process(workspace: Path) -> None:
                  if e["event"] in ("sandbox", "sandbox_degraded")]
     if os.geteuid() == 0:  # root can always make namespaces and cgroups here
         assert (sandbox["sandbox"], sandbox["processes"]) == ("namespaces", "pids cgroup")
-        assert sandbox["uids"] == "one per agent"  # in a workspace others can pass through
         said = status_json(workspace)["sandbox"]  # and status says it too
         assert said == {k: sandbox[k] for k in ("sandbox", "processes", "memory", "uids")}
         text = run_evolve(workspace, "status").stdout
-        assert ("sandbox     namespaces; processes: pids cgroup; memory: memory cgroup; "
-                "uids: one per agent") in text
+        assert (f"sandbox     namespaces; processes: pids cgroup; memory: memory cgroup; "
+                f"uids: {sandbox['uids']}") in text
         owners = {(a.stat().st_uid, a.stat().st_mode & 0o777)
                   for a in (workspace / "agents").iterdir()}
-        assert len(owners) == 12 and all(uid >= 200_000 and mode == 0o700
-                                         for uid, mode in owners)
+        if sandbox["uids"] == "one per agent":  # the workspace and Python reachable
+            assert len(owners) == 12 and all(uid >= 200_000 and mode == 0o700
+                                             for uid, mode in owners)
+        else:  # and it says why not
+            assert sandbox["uids"].startswith("evolve's own: ")
+            assert "closed to other users" in sandbox["uids"]
+            assert {uid for uid, _ in owners} == {0}
     else:
         assert isinstance(sandbox["processes"], str)
 

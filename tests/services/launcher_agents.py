@@ -211,3 +211,14 @@ for offset in range(0, len(data), 4096):
     data[offset] = 1
 print("touched", flush=True)
 """
+
+# Keeps state in a subdirectory of its own across runs, then waits.
+KEEPER = """\
+import os
+os.makedirs("data", exist_ok=True)
+with open("data/state", "a") as state:
+    state.write("x")
+print("kept", flush=True)
+import time
+time.sleep(60)
+"""

@@ -691,3 +691,28 @@ def test_a_memory_cgroup_holds_the_whole_agent(harness: Harness, tmp_path: Path)
     assert Agent(free, log).line() == "touched"
     assert harness.wait_exit(free.pid).returncode == 0
     assert harness.wait_exit(held.pid).returncode == -signal.SIGKILL  # the OOM killer
+
+
+def test_an_agent_with_its_own_uid_dies_with_the_fork_server(
+        harness: Harness, open_path: Path) -> None:
+    """A change of uid clears the parent-death signal; the agent arms it again."""
+    if os.geteuid() != 0 or harness.launcher.sandbox_status != "namespaces":
+        pytest.skip("only a root orchestrator gives agents their own uid")
+    agent = harness.launch(write_agent(open_path / "keeper", agents.KEEPER), uid=230_020)
+    assert agent.line() == "kept"
+    kill_server_of(agent)
+    assert wait_gone([agent.pid]) == []
+
+
+def test_what_an_agent_kept_follows_it_to_a_new_uid(harness: Harness, open_path: Path) -> None:
+    """Its state written under one uid stays its own under another, and as root again."""
+    if os.geteuid() != 0 or harness.launcher.sandbox_status != "namespaces":
+        pytest.skip("only a root orchestrator gives agents their own uid")
+    directory = write_agent(open_path / "keeper", agents.KEEPER)
+    for uid in (230_021, 230_022, None):
+        agent = harness.launch(directory, uid=uid)
+        assert agent.line() == "kept", agent.stderr()
+        os.kill(agent.pid, signal.SIGKILL)
+        harness.wait_exit(agent.pid)
+        assert (directory / "data" / "state").stat().st_uid == (uid or 0)
+    assert (directory / "data" / "state").read_text() == "xxx"

@@ -244,3 +244,22 @@ def test_a_directory_over_its_budget_disables_the_agent(
     unlimited = ScanContext(catalogue, None)
     assert scan_agent(unlimited, ScanInput(agent.name, str(agent), None, None,
                                            None)).outcome == "ok"
+
+
+def test_a_directory_too_deep_to_measure_disables_the_agent(
+        setup: tuple[Workspace, Catalogue, Path]) -> None:
+    """Made with relative mkdirs, a path past PATH_MAX: refused, never a crash of the scan."""
+    _, catalogue, agent = setup
+    context = ScanContext(catalogue, None, disk_bytes=64 << 20, files=1000)
+    fd = os.open(agent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(20):
+            os.mkdir("d" * 250, dir_fd=fd)
+            inner = os.open("d" * 250, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+    result = scan_agent(context, ScanInput(agent.name, str(agent), None, None, None))
+    assert result.outcome == "disabled"
+    assert result.reason is not None and "cannot be measured" in result.reason

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import os
 import stat
+import sys
 import zlib
 from pathlib import Path
 
@@ -67,15 +68,19 @@ def uid_status(workspace: Workspace, config: Config) -> str:
 
 @functools.cache
 def _closed_path(root: Path) -> str:
-    """An agent under another uid must reach its directory, the pycache and the commons:
-    every directory on the way must let others through (a ``mktemp -d`` does not)."""
-    for directory in (*reversed(root.parents), root, root / "agents", root / "workspace",
-                      root / "workspace" / "pycache", root / "workspace" / "commons"):
-        try:
-            if not os.stat(directory).st_mode & stat.S_IXOTH:
-                return f"{directory} is closed to other users (chmod o+x to open it)"
-        except FileNotFoundError:
-            continue
+    """An agent under another uid must reach its directory, the pycache and the commons,
+    and the interpreter's own modules: every directory on the way must let others
+    through (a ``mktemp -d`` does not, nor a Python installed under /root)."""
+    workspace = (root, root / "agents", root / "workspace", root / "workspace" / "pycache",
+                 root / "workspace" / "commons")
+    interpreter = {Path(p) for p in (sys.base_prefix, sys.prefix, *sys.path) if p}
+    for place in (*workspace, *sorted(interpreter)):
+        for directory in (*reversed(place.parents), place):
+            try:
+                if not os.stat(directory).st_mode & stat.S_IXOTH:
+                    return f"{directory} is closed to other users (chmod o+x to open it)"
+            except OSError:
+                continue  # not there: nothing to reach
     return ""
 
 

@@ -291,8 +291,11 @@ def _check_disk(root: str, context: ScanContext, stats: dict[str, FileStat]) -> 
                     _over(files, file_limit, used, byte_limit)
                     if stat.S_ISDIR(info.st_mode):
                         pending.append(entry.path)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone or replaced since the listing: the next pass sees it
+        except OSError as error:  # a path too deep, a directory closed to us...
+            raise _Refused("disabled", f"disk: its directory cannot be measured "
+                                       f"({error.strerror or error})") from None
 
 
 def _over(files: int, file_limit: int, used: int, byte_limit: int) -> None:
