@@ -68,12 +68,14 @@ class Layers(NamedTuple):
 
 
 def become_agent(data: bytes, fds: Sequence[int], server_pid: int, layers: Layers,
-                 settled: Settled, procs: Sequence[int]) -> NoReturn:
+                 settled: Settled, procs: Sequence[int],
+                 helper: tuple[int, int] | None) -> NoReturn:
     """Turn this freshly forked child into the agent; never returns.
 
     ``data`` is the spawn request, decoded here rather than in the server, whose time
     is the one that counts. ``procs`` are the ``cgroup.procs`` fds of the agent's
-    cgroups (pids, memory).
+    cgroups (pids, memory). ``helper`` is the pid of the helper that forked us, and a
+    pipe that hangs up when it is gone (``forkserver.Alone``), or None.
     """
     code = SETUP_FAILED
     stderr = fds[2]  # the agent's log, wherever it sits before and after the dup2
@@ -81,7 +83,7 @@ def become_agent(data: bytes, fds: Sequence[int], server_pid: int, layers: Layer
     try:
         (agent_id, cwd, env, limits, writable, readonly_within, pycache,
          uid) = marshal.loads(data)
-        _step("session", _detach, server_pid)
+        _step("session", _detach, server_pid, helper)
         for fd in procs:  # before anything of the agent's can fork or allocate
             _step("cgroup", _cgroups.join, fd)
         _step("stdio", _take_stdio, fds, settled.fd_limit, settled.lifeline)
@@ -132,12 +134,27 @@ def _say(fd: int, text: str) -> None:
         os.write(fd, text.encode("utf-8", "backslashreplace"))
 
 
-def _detach(server_pid: int) -> None:
+def _detach(server_pid: int, helper: tuple[int, int] | None) -> None:
     os.setsid()  # own session and process group: killpg(pid) reaches the whole tree
+    if helper is not None:  # the helper's death must not count as the server's
+        helper_pid, gone = helper
+        wait_for_hang_up(gone)
+        # Its files are closed before its children go to the server: wait for that too.
+        while _parent() == helper_pid:
+            os.sched_yield()
     if not _linux.die_with_parent(signal.SIGKILL):
         raise OSError(errno.ENOSYS, "prctl(PR_SET_PDEATHSIG) failed")
     if _parent() != server_pid:  # it died before prctl: nobody to die with
         raise OSError(errno.ESRCH, "the fork server is gone")
+
+
+def wait_for_hang_up(fd: int) -> None:
+    """Block until every write end of the pipe ``fd`` reads from is closed; close it."""
+    try:
+        while os.read(fd, 1):
+            pass
+    finally:
+        os.close(fd)
 
 
 def _parent() -> int:

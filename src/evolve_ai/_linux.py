@@ -50,6 +50,23 @@ def syncfs(fd: int) -> bool:
     return bool(libc.syncfs(fd) == 0)
 
 
+CAP_CHOWN, CAP_SETGID, CAP_SETUID, CAP_SYS_ADMIN = 0, 6, 7, 21
+
+
+def capable(*capabilities: int) -> bool:
+    """Whether this process holds every one of ``capabilities`` (``CAP_*``), effective
+    now: root in a container often lacks some, and root's uid alone proves nothing."""
+    try:
+        with open("/proc/self/status", "rb") as file:
+            for line in file:
+                if line.startswith(b"CapEff:"):
+                    held = int(line.split()[1], 16)
+                    return all(held >> capability & 1 for capability in capabilities)
+    except OSError:
+        pass
+    return False
+
+
 # --- Namespaces, mounts and privileges, for the agent sandbox -------------------------
 # These raise OSError (with the kernel's errno) instead of returning False: the launcher
 # needs the reason to report why it fell back to rlimits only.

@@ -11,6 +11,7 @@ children do. The messages it exchanges with the launcher are ``_wire``'s.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import importlib
 import marshal
@@ -24,7 +25,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from evolve_ai import _cgroups, _linux
-from evolve_ai._agent_child import Layers, Settled, become_agent, lock_user_namespaces
+from evolve_ai._agent_child import (
+    Layers,
+    Settled,
+    become_agent,
+    lock_user_namespaces,
+    wait_for_hang_up,
+)
 from evolve_ai._wire import (
     MAX_MESSAGE,
     NO_PID_NAMESPACE,
@@ -68,25 +75,28 @@ def normalize_signals() -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
-def isolate() -> tuple[str, int | None, bool]:
+def isolate() -> tuple[str, Alone | None, bool]:
     """Enter new mount and network namespaces with the whole tree read-only, and check
     that each agent can be given a pid namespace of its own.
 
-    Returns the sandbox status; when agents get their own pid namespace, an fd on ours
-    (to come back to after each fork); and whether agents can be kept from making user
-    namespaces. The status is ``SANDBOXED``, ``NO_PID_NAMESPACE: <reason>``,
-    ``USER_NAMESPACES_OPEN: <reason>``, or ``"rlimits only: <reason>"`` when the kernel
-    or our privileges refuse a step (agents then get rlimits and no more).
+    Returns the sandbox status; when agents get their own pid namespace, how to fork
+    them so; and whether agents can be kept from making user namespaces. The status is
+    ``SANDBOXED``, ``NO_PID_NAMESPACE: <reason>``, ``USER_NAMESPACES_OPEN: <reason>``,
+    or ``"rlimits only: <reason>"`` when the kernel or our privileges refuse a step
+    (agents then get rlimits and no more).
     """
     uid, gid = os.getuid(), os.getgid()
-    user_namespace = os.geteuid() != 0
     flags = _linux.CLONE_NEWNS | _linux.CLONE_NEWNET
-    if user_namespace:
-        flags |= _linux.CLONE_NEWUSER
     try:
-        _linux.unshare(flags)
-        if user_namespace:
+        try:
+            _linux.unshare(flags)
+            own_user_namespace = False
+        except PermissionError:
+            # Unprivileged (or root without CAP_SYS_ADMIN, as in many containers): in a
+            # user namespace of our own we hold the powers over what we make there.
+            _linux.unshare(flags | _linux.CLONE_NEWUSER)
             _map_identity(uid, gid)
+            own_user_namespace = True
         # Private first, or our read-only flag and later bind mounts would propagate
         # back to the orchestrator's namespace through shared mounts.
         _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
@@ -94,32 +104,93 @@ def isolate() -> tuple[str, int | None, bool]:
     except OSError as error:
         return f"rlimits only: {error.strerror or error}", None, False
     try:
-        ours = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        alone = Alone(own_user_namespace)
+        problem = _probe_user_namespace_lock(alone)
     except OSError as error:
         return f"{NO_PID_NAMESPACE}: {error.strerror or error}", None, False
-    try:  # the next child would be pid 1 of a namespace of its own; come back
-        _linux.unshare(_linux.CLONE_NEWPID)
-        _linux.setns(ours, _linux.CLONE_NEWPID)
-    except OSError as error:  # e.g. unprivileged: our own pid namespace is not ours
-        os.close(ours)
-        return f"{NO_PID_NAMESPACE}: {error.strerror or error}", None, False
-    try:
-        problem = _probe_user_namespace_lock(ours)
-    except OSError as error:
-        problem = error.strerror or str(error)
     if problem:
-        return f"{USER_NAMESPACES_OPEN}: {problem}", ours, False
-    return SANDBOXED, ours, True
+        return f"{USER_NAMESPACES_OPEN}: {problem}", alone, False
+    return SANDBOXED, alone, True
 
 
-def _probe_user_namespace_lock(ours: int) -> str:
+class Alone:
+    """Forks children that are each pid 1 of a pid namespace of their own.
+
+    With powers over our own pid namespace, we make a namespace, fork, and come back
+    (setns). In a user namespace of our own we cannot come back (our pid namespace
+    belongs to the host's user namespace), so a short-lived helper makes the namespace,
+    forks the child and exits: the orphan comes to us, its subreaper. That costs one
+    more fork per agent, and the child must wait for the helper to be gone before it
+    arms its parent-death signal (see ``fork``).
+    """
+
+    def __init__(self, through_helper: bool) -> None:
+        self.server = os.getpid()
+        self.ours: int | None = None  # our pid namespace, to come back to
+        if not through_helper:
+            self.ours = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+
+    def fork(self) -> tuple[int, tuple[int, int] | None]:
+        """``(pid, None)`` in the server. In the child ``(0, None)``, or ``(0, (helper,
+        fd))`` when a helper forked it: its pid, and a pipe that hangs up at its end."""
+        if self.ours is None:
+            return self._fork_through_helper()
+        _linux.unshare(_linux.CLONE_NEWPID)
+        try:
+            return os.fork(), None
+        finally:
+            if os.getpid() == self.server:  # in the server: later children are not its
+                _linux.setns(self.ours, _linux.CLONE_NEWPID)
+
+    def _fork_through_helper(self) -> tuple[int, tuple[int, int] | None]:
+        report_read, report_write = os.pipe2(os.O_CLOEXEC)
+        gone_read, gone_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            helper = os.fork()
+        except OSError:
+            _close_all((report_read, report_write, gone_read, gone_write))
+            raise
+        if helper == 0:
+            os.close(report_read)
+            helper = os.getpid()
+            _helper(report_write, gone_write)  # returns in the grandchild only
+            return 0, (helper, gone_read)
+        _close_all((report_write, gone_read, gone_write))
+        try:
+            report = os.read(report_read, 8)  # or EOF: the helper died without a child
+        finally:
+            os.close(report_read)
+            os.waitpid(helper, 0)
+        if len(report) != 8:
+            raise OSError(errno.EAGAIN, "cannot fork in a pid namespace of its own")
+        return int.from_bytes(report, "little"), None
+
+
+def _helper(report: int, gone: int) -> None:
+    """Make a pid namespace, fork its first process, tell the server its pid, exit.
+    Returns in that process only."""
+    try:
+        _linux.unshare(_linux.CLONE_NEWPID)
+        pid = os.fork()
+    except BaseException:
+        os._exit(1)
+    if pid:
+        with contextlib.suppress(OSError):
+            os.write(report, pid.to_bytes(8, "little"))
+        os._exit(0)
+    os.close(report)
+    os.close(gone)
+
+
+def _probe_user_namespace_lock(alone: Alone) -> str:
     """Try, in a child set up as an agent would be, the lock on user namespaces: what
     went wrong, or "" when a user namespace made from inside is refused."""
-    _linux.unshare(_linux.CLONE_NEWPID)
-    child = os.fork()
+    child, helper = alone.fork()
     if child == 0:
         code = 1
         try:
+            if helper is not None:
+                wait_for_hang_up(helper[1])
             _linux.unshare(_linux.CLONE_NEWNS)
             _linux.mount("proc", "/proc", "proc", _linux.MS_NOSUID | _linux.MS_NODEV)
             lock_user_namespaces()
@@ -129,7 +200,6 @@ def _probe_user_namespace_lock(ours: int) -> str:
             code = 0 if code == 2 else 1
         finally:
             os._exit(code)
-    _linux.setns(ours, _linux.CLONE_NEWPID)
     code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
     return {0: "", 2: "a user namespace could still be made"}.get(
         code, "the kernel refused to set it up")
@@ -150,12 +220,12 @@ class Server:
     """Answers spawn requests and reports every child's exit, until the control EOF."""
 
     def __init__(self, control: socket.socket, events: socket.socket, layers: Layers,
-                 groups: _cgroups.AgentGroups | None, pid_namespace: int | None = None,
+                 groups: _cgroups.AgentGroups | None, alone: Alone | None = None,
                  memory: _cgroups.AgentGroups | None = None) -> None:
         self.control = control
         self.events = events
         self.layers = layers
-        self.pid_namespace = pid_namespace  # fd on ours: each agent gets one of its own
+        self.alone = alone  # each agent gets a pid namespace of its own
         self.groups = groups
         self.group_of: dict[int, str] = {}  # agent pid -> its pids cgroup
         self.memory = memory
@@ -217,7 +287,7 @@ class Server:
                 group = self.groups.prepare(max_pids)
             if self.memory is not None and max_memory is not None:
                 memory = self.memory.prepare(max_memory)
-            pid = self.fork()
+            pid, helper = self.fork()
         except OSError as error:
             _close_all(fds)
             self.forget_groups(group, memory)
@@ -226,7 +296,7 @@ class Server:
         if pid == 0:
             self.forget_in_child()
             become_agent(request, fds, self.pid, self.layers, self.settled,
-                         tuple(g[1] for g in (group, memory) if g is not None))
+                         tuple(g[1] for g in (group, memory) if g is not None), helper)
         _close_all(fds)  # only the agent may hold its pipe ends
         for made, of in ((group, self.group_of), (memory, self.memory_of)):
             if made is not None:
@@ -244,20 +314,16 @@ class Server:
                 with contextlib.suppress(OSError):
                     groups.release(made[0])
 
-    def fork(self) -> int:
+    def fork(self) -> tuple[int, tuple[int, int] | None]:
         """Fork the next agent: pid 1 of a pid namespace of its own, when we can.
 
         Alone in its namespace, an agent sees and can signal no other process (not us,
         not the orchestrator, not its siblings), and whatever it starts dies with it.
+        In the child, the second value is ``Alone.fork``'s helper, if any.
         """
-        if self.pid_namespace is None:
-            return os.fork()
-        _linux.unshare(_linux.CLONE_NEWPID)
-        try:
-            return os.fork()
-        finally:
-            if os.getpid() == self.pid:  # in the server: later children are not its
-                _linux.setns(self.pid_namespace, _linux.CLONE_NEWPID)
+        if self.alone is None:
+            return os.fork(), None
+        return self.alone.fork()
 
     def release(self, group: str) -> None:
         if self.groups is not None:
@@ -380,12 +446,12 @@ def main(argv: Sequence[str]) -> int:
         memory, memory_status = None, "no memory cgroup: not on a unified cgroup v2 hierarchy"
     else:
         memory, memory_status = _cgroups.AgentGroups.create(os.getpid(), _cgroups.MEMORY)
-    status, pid_namespace, locked = (isolate() if sandbox
-                                     else ("rlimits only: sandbox disabled", None, False))
+    status, alone, locked = (isolate() if sandbox
+                             else ("rlimits only: sandbox disabled", None, False))
     layers = Layers(confined=bool(sandbox), namespaces=status.startswith(SANDBOXED),
-                    own_pids=pid_namespace is not None, no_user_namespaces=locked)
+                    own_pids=alone is not None, no_user_namespaces=locked)
     _linux.warm_up()
-    server = Server(control, events, layers, groups, pid_namespace, memory)
+    server = Server(control, events, layers, groups, alone, memory)
     # Collections would touch, hence copy, every inherited object in every child, and
     # the server makes little garbage: freeze what exists, collect nothing more here.
     gc.freeze()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from evolve_ai.testing import (
     FAST_SETTINGS,
     agent_processes,
+    evolve_command,
     init_workspace,
     read_events,
     run_evolve,
@@ -26,6 +29,7 @@ from evolve_ai.testing import (
     write_genome,
     write_template,
 )
+from tests.helpers import WITHOUT_ROOT_POWERS, user_namespaces_allowed
 
 SOLVER = "def last(terms):\n    return terms[-1] if terms else None\n"
 
@@ -372,9 +376,17 @@ def f(terms):
 '''
 
 
-def test_an_agent_that_kills_everything_it_sees_harms_nobody(open_path: Path) -> None:
+@pytest.mark.parametrize("powers", ["as run", "without root's powers"])
+def test_an_agent_that_kills_everything_it_sees_harms_nobody(open_path: Path,
+                                                             powers: str) -> None:
     """Alone in its pid namespace, an agent sees no other process: the orchestrator, the
-    fork server and its siblings survive its attacks, pass after pass."""
+    fork server and its siblings survive its attacks, pass after pass. Without root's
+    powers (as the shipped systemd unit runs) too: that is the user-namespace path."""
+    unprivileged = powers != "as run"
+    if unprivileged and os.geteuid() != 0:
+        pytest.skip("not root: the first case ran without root's powers")
+    if unprivileged and not user_namespaces_allowed():
+        pytest.skip("this kernel gives unprivileged users no user namespace")
     template = write_template(open_path / "tpl", {"solver": SOLVER, "killer": KILLER})
     root = init_workspace(open_path / "ws", 4, template=template, seed=1, settings={
         **FAST_SETTINGS, "population.size": 4, "selection.strategy": "none"})
@@ -383,14 +395,20 @@ def test_an_agent_that_kills_everything_it_sees_harms_nobody(open_path: Path) ->
         write_genome(root / "agents" / agent, {"src/agent/solver.py": ["last"]})
     write_genome(root / "agents" / agents[0], {"src/agent/killer.py": ["f"],
                                                "src/agent/solver.py": ["last"]})
-    proc = start_life_cycle(root)
+    proc = (subprocess.Popen([*WITHOUT_ROOT_POWERS, *evolve_command(), "--root", str(root),
+                              "life-cycle"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            if unprivileged else start_life_cycle(root))
     try:
         wait_until(lambda: len(read_events(root, "pass_done")) >= 10
                    and read_events(root, "started", agent=agents[0]), 30,
                    "ten passes with the killer started")
         [sandbox] = [e for e in read_events(root) if e["event"].startswith("sandbox")]
-        if sandbox["sandbox"] != "namespaces":
+        if unprivileged:
+            assert sandbox["uids"].startswith("evolve's own: evolve runs as root without")
+        elif sandbox["sandbox"] != "namespaces":
             pytest.skip(f"no pid namespace here: {sandbox['sandbox']}")
+        assert sandbox["sandbox"] == "namespaces"
         assert proc.poll() is None  # the orchestrator lives on
         for sibling in agents[1:]:  # and nobody else was ever hurt
             assert read_events(root, "crashed", agent=sibling) == []

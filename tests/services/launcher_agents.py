@@ -140,12 +140,14 @@ print(json.dumps({"children": len(children), "refused": refused}), flush=True)
 sys.stdin.read()
 """
 
-# Leaves a grandchild in a session of its own (out of reach of killpg), then exits.
+# Leaves a grandchild in a session of its own (out of reach of killpg), then exits. The
+# grandchild holds a lock on "held" for as long as it lives.
 LEAVE_AN_ESCAPEE = """\
-import os, sys, time
+import fcntl, os, sys, time
 read, write = os.pipe()
 if os.fork() == 0:
     os.setsid()
+    fcntl.flock(os.open("held", os.O_RDWR | os.O_CREAT), fcntl.LOCK_EX)
     os.write(write, str(os.getpid()).encode())
     time.sleep(60)
     os._exit(0)

@@ -11,6 +11,7 @@ import sys
 import zlib
 from pathlib import Path
 
+from evolve_ai import _linux
 from evolve_ai.operations.population import LiveAgent, Population
 from evolve_ai.services.config import Config
 from evolve_ai.services.launcher import LaunchSpec, Rlimits
@@ -63,7 +64,17 @@ def uid_status(workspace: Workspace, config: Config) -> str:
         return "sandbox.uid_base is 0"
     if os.geteuid() != 0:
         return "evolve does not run as root"
+    if not _can_switch_uids():
+        return "evolve runs as root without CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID, CAP_CHOWN"
     return _closed_path(workspace.root)
+
+
+@functools.cache
+def _can_switch_uids() -> bool:
+    """Without CAP_SYS_ADMIN the fork server sandboxes from a user namespace of its own,
+    where only its own uid exists."""
+    return _linux.capable(_linux.CAP_SYS_ADMIN, _linux.CAP_SETUID, _linux.CAP_SETGID,
+                          _linux.CAP_CHOWN)
 
 
 @functools.cache
