@@ -130,6 +130,20 @@ def show(state: _State, agent_id: str, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--diff", nargs=2, metavar="FROM TO",
+              help="What changed between two versions (fingerprints or prefixes).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_obj
+def template(state: _State, diff: tuple[str, str] | None, as_json: bool) -> None:
+    """The template's versions, how many living agents run each, what changed."""
+    from evolve_ai.operations import inspect
+
+    with _errors(state):
+        data = inspect.templates(state.workspace(), diff or None)
+    click.echo(render.dumps(data) if as_json else render.templates_text(data))
+
+
+@cli.command()
 @click.argument("agent_id", metavar="AGENT_ID")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_obj

@@ -54,6 +54,10 @@ def status_text(data: dict[str, Any]) -> str:
     if sandbox:  # as the last life cycle said when it started
         lines.append(f"sandbox     {sandbox['sandbox']}; processes: {sandbox['processes']}; "
                      f"memory: {sandbox.get('memory', '-')}; uids: {sandbox['uids']}")
+    template = data.get("template") or {}
+    if template.get("newest"):
+        lines.append(f"template    {template['newest'][:12]} "
+                     f"({template['versions']} version{'s' * (template['versions'] != 1)})")
     if data["history"]:
         lines += ["", f"{'gen':>5} {'mean':>8} {'max':>8} {'pop':>7} {'births':>7} {'deaths':>7}"]
         lines += [
@@ -67,7 +71,7 @@ def status_text(data: dict[str, Any]) -> str:
 def agent_text(data: dict[str, Any]) -> str:
     keys = ("id", "status", "reason", "generation", "parent", "process", "pid", "restarts",
             "fitness", "evaluations", "active_files", "active_functions", "genome_hash",
-            "code_hash", "directory")
+            "code_hash", "template", "directory")
     lines = [f"{key:<17} {'-' if data.get(key) is None else data[key]}" for key in keys]
     genome = data.get("genome") or {}
     lines.append("genome")
@@ -76,4 +80,22 @@ def agent_text(data: dict[str, Any]) -> str:
         mark = "+" if gene["active"] else "-"
         lines.append(f"  {mark} {gene['path']}: {', '.join(on) or '(no function on)'}")
     lines.append(f"  mutations {genome.get('mutations', 0)}")
+    return "\n".join(lines)
+
+
+def templates_text(data: dict[str, Any]) -> str:
+    import time
+
+    lines = [f"{'version':<14} {'created':<20} {'agents':>7} {'files':>6} {'genes':>6}"]
+    for v in data["versions"]:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["created"]))
+        lines.append(f"{v['fingerprint'][:12]:<14} {created:<20} {v['agents']:>7} "
+                     f"{v['files']:>6} {v['genes']:>6}{'  newest' if v['newest'] else ''}")
+    diff = data.get("diff")
+    if diff:
+        lines += ["", f"from {diff['from'][:12]} to {diff['to'][:12]}"]
+        for key, mark in (("files_added", "+ file"), ("files_removed", "- file"),
+                          ("files_changed", "~ file"), ("genes_added", "+ gene"),
+                          ("genes_removed", "- gene")):
+            lines += [f"  {mark} {item}" for item in diff[key]]
     return "\n".join(lines)

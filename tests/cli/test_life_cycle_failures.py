@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Mapping
@@ -295,12 +296,32 @@ def test_births_get_a_turn_before_founders_that_never_ran(tmp_path: Path) -> Non
     assert first_new in born, "a founder that never ran went before the newborn"
 
 
-def test_a_template_whose_pyproject_breaks_is_refused_before_anyone_dies(
-        tmp_path: Path) -> None:
-    """The template is checked whole when it is read, not at the next birth: a bad
-    pyproject.toml stops the life cycle at its first pass, with the population intact."""
+def test_a_broken_template_is_refused_and_the_kept_version_runs(tmp_path: Path) -> None:
+    """A template that cannot be used (here a bad pyproject.toml, which would only show
+    at a birth) is refused once, with an error; the version kept at init runs on."""
     root = make_workspace(tmp_path, {}, 4, {"selection.strategy": "truncation",
                                             "population.size": 6, "selection.every": 1})
+    kept = status_json(root)["template"]["newest"]
+    (root / "agent_template" / "pyproject.toml").write_text("[project\nname = ")
+    result = run_evolve(root, "life-cycle", "--generations", "2")
+    assert result.returncode == 0, result.stderr
+    [refused] = read_events(root, "template_refused")
+    assert "pyproject.toml" in refused["reason"]
+    assert "Traceback" not in result.stderr and "template_refused" in result.stderr
+    status = status_json(root)
+    assert status["generation"] == 2 and status["counts"]["quarantined"] == 0
+    assert status["template"] == {"newest": kept, "versions": 1}
+    for agent in (root / "agents").iterdir():
+        shown = json.loads(run_evolve(root, "show", agent.name, "--json").stdout)
+        assert shown["template"] == kept
+
+
+def test_a_broken_template_with_no_version_kept_stops_the_start(tmp_path: Path) -> None:
+    """Nothing to fall back on (the kept versions are gone): one line, exit 1, nobody
+    harmed."""
+    root = make_workspace(tmp_path, {}, 4, {"selection.strategy": "truncation",
+                                            "population.size": 6, "selection.every": 1})
+    shutil.rmtree(root / "workspace" / "templates")
     (root / "agent_template" / "pyproject.toml").write_text("[project\nname = ")
     result = run_evolve(root, "life-cycle", "--generations", "2")
     assert result.returncode == 1

@@ -182,3 +182,26 @@ def test_flipped_bytes_are_rejected_or_valid(catalogue: Catalogue, data: st.Data
     encoded[index] = data.draw(st.integers(0, 255))
     with contextlib.suppress(GenomeError):
         g.decode(bytes(encoded), catalogue)
+
+
+def test_genes_of_another_template_version_are_ignored(catalogue: Catalogue) -> None:
+    """A module or function that another version has (and this one lacks) is dropped;
+    one that no version ever had is still refused."""
+    known = {**catalogue.genes(), "src/agent/gone.py": ("old",),
+             "src/agent/alpha.py": (*catalogue.genes()["src/agent/alpha.py"], "lost")}
+    tolerant = catalogue.retiring(known)
+    files = [{"path": "src/agent/alpha.py", "active": True,
+              "functions": {"last": True, "lost": True}},
+             {"path": "src/agent/gone.py", "active": True, "functions": {"old": True}}]
+    genome = g.decode(pack(plain(catalogue, files=files)), tolerant)
+    assert genome.files == (g.FileGene("src/agent/alpha.py", True, (("last", True),)),)
+    for strict in (catalogue, tolerant):
+        with pytest.raises(GenomeError, match="never"):
+            g.decode(pack(plain(catalogue, files=[
+                {"path": "src/agent/never.py", "active": True, "functions": {}}])), strict)
+        with pytest.raises(GenomeError, match="never"):
+            g.decode(pack(plain(catalogue, files=[
+                {"path": "src/agent/alpha.py", "active": True,
+                 "functions": {"never": True}}])), strict)
+    with pytest.raises(GenomeError, match=r"gone\.py"):
+        g.decode(pack(plain(catalogue, files=files[1:])), catalogue)

@@ -78,7 +78,7 @@ def test_a_pass_is_saved_field_for_field(store: Store) -> None:
         id=IDS[1], status="disabled", reason="crashed 6 times in a row", genome_hash="h" * 32,
         code_hash="d" * 32, active_files=3, active_functions=4, lines=50, complexity=7,
         mutations=2, fitness=0.25, evaluations=64, restarts=6, process="running", pid=4242,
-        pid_started=1234.5, energy=0.5, idle_generations=1)
+        pid_started=1234.5, energy=0.5, idle_generations=1, template="t" * 32)
     child = record("0d000000-0000-4000-8000-000000000006")._replace(parent=IDS[1], generation=1)
     store.save_pass([update], [("h" * 32, b"\x81")], [Event("disabled", time.time(), IDS[1])],
                     [GenerationRow(1, 0.125, 0.25, 4, 1, 0)], [child])
@@ -182,3 +182,18 @@ def test_prune_keeps_every_genome_an_agent_holds_and_recent_events(store: Store)
     assert store.genome_bytes("o" * 32) is None
     assert store.genome_bytes("d" * 32) == b"\x82" and store.genome_bytes("g" * 32) == b"\x80"
     assert [e["kind"] for e in store.events_of(IDS[0])] == ["mutated"]  # generation 3
+
+
+def test_template_versions_are_recorded_once_with_their_agents(store: Store) -> None:
+    """A version is listed once, oldest first; each counts the living agents that run it."""
+    assert store.add_template("a" * 32, {"src/agent/x.py": ("f", "g")}, {"src/agent/x.py": "1"})
+    assert not store.add_template("a" * 32, {}, {})  # known: nothing changes
+    assert store.add_template("b" * 32, {"src/agent/x.py": ("f",)}, {"src/agent/x.py": "2"})
+    first = store.find(IDS[0])
+    update = AgentUpdate(**{k: v for k, v in first._asdict().items()
+                            if k in AgentUpdate._fields} | {"template": "b" * 32})
+    store.save_pass([update], [], [])
+    versions = store.templates()
+    assert [(v.fingerprint, v.agents) for v in versions] == [("a" * 32, 0), ("b" * 32, 1)]
+    assert versions[0].genes == {"src/agent/x.py": ["f", "g"]}
+    assert versions[1].files == {"src/agent/x.py": "2"}

@@ -12,8 +12,9 @@ in docs/protocol.md ("The commons").
 from __future__ import annotations
 
 import ast
+import dataclasses
 import keyword
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,10 +54,27 @@ class Catalogue:
     entry: str  # dotted module name of the core module defining main()
     manifest: tuple[tuple[str, str], ...]  # (path, digest) of every business file, sorted
     fingerprint: str  # digest over the manifest and the template's other files
+    # Genes other versions of the template have and this one lacks, (path, functions):
+    # a genome may still name them (until its agent rewrites it); they are ignored.
+    retired: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def gene_count(self) -> int:
         return sum(len(entry.functions) for entry in self.files)
+
+    def genes(self) -> dict[str, tuple[str, ...]]:
+        """Evolvable module path -> its function genes."""
+        return {entry.path: entry.functions for entry in self.files}
+
+    def retiring(self, known: Mapping[str, Iterable[str]]) -> Catalogue:
+        """This catalogue, tolerating the genes of ``known`` (every version's) it lacks."""
+        ours = self.genes()
+        retired = []
+        for path in sorted(known):
+            lost = tuple(sorted(set(known[path]) - set(ours.get(path, ()))))
+            if lost or path not in ours:
+                retired.append((path, lost))
+        return dataclasses.replace(self, retired=tuple(retired))
 
     def to_plain(self) -> dict[str, Any]:
         """A msgpack-friendly map, as published to ``workspace/commons/catalogue.msgpack``."""
@@ -168,3 +186,20 @@ def _is_core(tree: ast.Module) -> bool:
         ):
             return True
     return False
+
+
+def version_diff(old_files: Mapping[str, object], new_files: Mapping[str, object],
+                 old_genes: Mapping[str, Iterable[str]], new_genes: Mapping[str, Iterable[str]]
+                 ) -> dict[str, list[str]]:
+    """What changed from one template version to another: files (path -> content or
+    digest) added, removed, changed; genes (``path:function``) added, removed."""
+    before = {f"{path}:{name}" for path, names in old_genes.items() for name in names}
+    after = {f"{path}:{name}" for path, names in new_genes.items() for name in names}
+    return {
+        "files_added": sorted(set(new_files) - set(old_files)),
+        "files_removed": sorted(set(old_files) - set(new_files)),
+        "files_changed": sorted(path for path in set(old_files) & set(new_files)
+                                if old_files[path] != new_files[path]),
+        "genes_added": sorted(after - before),
+        "genes_removed": sorted(before - after),
+    }

@@ -122,9 +122,12 @@ def from_plain(raw: object, catalogue: Catalogue) -> Genome:
     if not isinstance(files, list):
         raise GenomeError(f"files must be a list, got {_kind(files)}")
     modules = {entry.path: entry for entry in catalogue.files}
+    retired = dict(catalogue.retired)
     genes: dict[str, FileGene] = {}
     for index, item in enumerate(files):
-        gene = _file_gene(item, f"files[{index}]", modules)
+        gene = _file_gene(item, f"files[{index}]", modules, retired)
+        if gene is None:
+            continue  # a module of another version of the template: ignored
         if gene.path in genes:
             raise GenomeError(f"files[{index}].path: {gene.path!r} appears twice")
         genes[gene.path] = gene
@@ -135,7 +138,9 @@ def from_plain(raw: object, catalogue: Catalogue) -> Genome:
     )
 
 
-def _file_gene(item: object, where: str, modules: Mapping[str, ModuleEntry]) -> FileGene:
+def _file_gene(item: object, where: str, modules: Mapping[str, ModuleEntry],
+               retired: Mapping[str, tuple[str, ...]]) -> FileGene | None:
+    """The gene ``item`` describes; None for a module only another version has."""
     if not isinstance(item, dict):
         raise GenomeError(f"{where} must be a map, got {_kind(item)}")
     unknown = sorted(str(k) for k in item if k not in FILE_KEYS)
@@ -147,7 +152,8 @@ def _file_gene(item: object, where: str, modules: Mapping[str, ModuleEntry]) -> 
     if path.startswith("/") or "\\" in path or ".." in path.split("/") or "\0" in path:
         raise GenomeError(f"{where}.path {path!r} escapes the agent directory")
     entry = modules.get(path)
-    if entry is None:
+    lost = retired.get(path, ())
+    if entry is None and path not in retired:
         raise GenomeError(f"{where}.path {path!r} is not an evolvable file of the template")
     active = item.get("active")
     if type(active) is not bool:
@@ -155,13 +161,18 @@ def _file_gene(item: object, where: str, modules: Mapping[str, ModuleEntry]) -> 
     functions = item.get("functions", {})
     if not isinstance(functions, dict):
         raise GenomeError(f"{where}.functions must be a map, got {_kind(functions)}")
-    known = set(entry.functions)
+    known = set(entry.functions) if entry is not None else set()
+    kept = []
     for name, flag in functions.items():
-        if name not in known:
+        if name not in known and name not in lost:
             raise GenomeError(f"{where}.functions: {name!r} is not a function of {path}")
         if type(flag) is not bool:
             raise GenomeError(f"{where}.functions[{name!r}] must be a boolean, got {_kind(flag)}")
-    return FileGene(path=path, active=active, functions=tuple(sorted(functions.items())))
+        if name in known:
+            kept.append((name, flag))
+    if entry is None:
+        return None
+    return FileGene(path=path, active=active, functions=tuple(sorted(kept)))
 
 
 def _check_state(value: object, where: str, depth: int) -> None:

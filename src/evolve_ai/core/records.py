@@ -42,6 +42,7 @@ class AgentRow(NamedTuple):
     pid_started: float | None = None  # psutil create_time, to recognise the process later
     energy: float = 1.0
     idle_generations: int = 0
+    template: str | None = None  # the fingerprint of the template version it runs
 
 
 class AgentUpdate(NamedTuple):
@@ -65,6 +66,7 @@ class AgentUpdate(NamedTuple):
     pid_started: float | None
     energy: float
     idle_generations: int
+    template: str | None
 
 
 class GenerationRow(NamedTuple):
@@ -76,6 +78,16 @@ class GenerationRow(NamedTuple):
     population: int
     births: int
     deaths: int
+
+
+class TemplateVersion(NamedTuple):
+    """One content of ``agent_template/`` as the store records it."""
+
+    fingerprint: str
+    created: float
+    genes: dict[str, list[str]]  # evolvable module path -> its function genes
+    files: dict[str, str]  # path -> digest, every file of the version
+    agents: int  # living agents that run it
 
 
 class Event(NamedTuple):
@@ -97,4 +109,5 @@ __all__ = [
     "ProcessState",
     "ScanOutcome",
     "Status",
+    "TemplateVersion",
 ]

@@ -136,10 +136,10 @@ class Generations:
             self.population.agents[row.id] = LiveAgent(
                 id=row.id, status="active", reason=None, genome_hash=row.genome_hash,
                 code_hash=row.code_hash, active_files=row.active_files,
-                active_functions=row.active_functions)
+                active_functions=row.active_functions, template=row.template)
             self.population.event("born", row.id, parent=row.parent,
                                   generation=self.population.generation,
-                                  genome_hash=row.genome_hash)
+                                  genome_hash=row.genome_hash, template=row.template)
         return list(made.rows)
 
     def _publish_elite(self, store: Store) -> None:

@@ -70,6 +70,9 @@ def initiate_project(
         # is one that was lost, and making it anew would read them all as debris.
         with Store.open(workspace.db_path, create=not workspace.has_agents()) as store:
             logs.report_cleanup(workspace.clean_debris(store), workspace)
+            template_service.keep_version(files, catalogue, workspace.versions_dir)
+            store.add_template(catalogue.fingerprint, catalogue.genes(),
+                               template_service.digests(files))
             requests = _requests(catalogue, count, seed, store.agents_ever())
             made = make_agents(workspace, Template(files, catalogue),
                                [BuildRequest(r.agent_id, r.genome) for r in requests],

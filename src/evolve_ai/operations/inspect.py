@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from evolve_ai.core.records import TemplateVersion
+from evolve_ai.errors import EvolveError
 from evolve_ai.services.store import Store
 from evolve_ai.services.workspace import Workspace
 
@@ -18,7 +20,43 @@ def status(workspace: Workspace) -> dict[str, Any]:
             "fitness": store.fitness_summary(),
             "history": [row._asdict() for row in store.history()],
             "sandbox": store.sandbox(),
+            "template": _template_summary(store),
         }
+
+
+def _template_summary(store: Store) -> dict[str, Any]:
+    versions = store.templates()
+    return {"newest": versions[-1].fingerprint if versions else None,
+            "versions": len(versions)}
+
+
+def templates(workspace: Workspace, diff: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The template's versions, oldest first, with their living agents; with ``diff``,
+    what changed from one version to another (fingerprints or unique prefixes)."""
+    _clean_if_idle(workspace)
+    with Store.open(workspace.db_path) as store:
+        versions = store.templates()
+    data: dict[str, Any] = {"versions": [
+        {"fingerprint": v.fingerprint, "created": v.created, "agents": v.agents,
+         "files": len(v.files), "genes": sum(len(f) for f in v.genes.values()),
+         "newest": i == len(versions) - 1}
+        for i, v in enumerate(versions)]}
+    if diff is not None:
+        # Here, not at the top: `evolve status` does without dataclasses.
+        from evolve_ai.core.catalogue import version_diff
+
+        old, new = (_version(versions, prefix) for prefix in diff)
+        data["diff"] = {"from": old.fingerprint, "to": new.fingerprint,
+                        **version_diff(old.files, new.files, old.genes, new.genes)}
+    return data
+
+
+def _version(versions: list[TemplateVersion], prefix: str) -> TemplateVersion:
+    found = [v for v in versions if v.fingerprint.startswith(prefix)] if prefix else []
+    if len(found) != 1:
+        raise EvolveError(f"no template version {prefix!r}" if not found else
+                          f"{prefix!r} matches more than one template version")
+    return found[0]
 
 
 def show(workspace: Workspace, agent_id: str) -> dict[str, Any]:

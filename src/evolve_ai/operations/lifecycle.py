@@ -1,6 +1,6 @@
 """``LifeManager``: the life cycle's loop of passes, its signals and its reloads.
 
-The work of a pass is the stages' (``scanner``, ``scheduler``, ``evaluator``,
+The work of a pass is the stages' (``versions``, ``scanner``, ``scheduler``, ``evaluator``,
 ``generations``, ``persistence``), which share the ``Population``; this module only
 runs them in order, between passes serves the agents' I/O, and acts on signals
 (which only set flags) between stages. docs/design.md draws a pass.
@@ -30,6 +30,7 @@ from evolve_ai.operations.persistence import Persistence
 from evolve_ai.operations.population import Population
 from evolve_ai.operations.scanner import Scanner
 from evolve_ai.operations.scheduler import Scheduler, uid_status
+from evolve_ai.operations.versions import Versions
 from evolve_ai.services import config as config_service
 from evolve_ai.services import logs
 from evolve_ai.services.config import Config
@@ -81,6 +82,9 @@ class LifeManager:
         self.supervisor = Supervisor(launcher(), supervisor_settings(config), self._on_message)
         self.scanner = Scanner(workspace, self.population, self.supervisor,
                                workspace.pycache_dir, config)
+        self.versions = Versions(workspace, self.population, self.supervisor,
+                                 lambda agent, reason: self.scanner.set_status(
+                                     agent, "quarantined", reason, time.monotonic()))
         self.scheduler = Scheduler(workspace, config, self.population, self.supervisor)
         self.evaluator = Evaluator(config, self.population, self.supervisor, environment,
                                    task_rng)
@@ -121,7 +125,7 @@ class LifeManager:
         started = time.monotonic()
         self.passes += 1
         self.population.absorb(self.supervisor.drain_events())  # seen while waiting
-        self.scanner.refresh_template()
+        self.versions.refresh(store)
         self.scanner.apply(self.scanner.scan(self.pool), store, time.monotonic())
         now = time.monotonic()
         self.scheduler.schedule(now)

@@ -101,7 +101,8 @@ def make_agents(
     rows = tuple(AgentRow(
         id=b.agent_id, status="active", generation=generation, parent=parents.get(b.agent_id),
         genome_hash=b.genome_hash, code_hash=b.code_hash, created=now, updated=now,
-        active_files=b.active_files, active_functions=b.active_functions) for b in built)
+        active_files=b.active_files, active_functions=b.active_functions,
+        template=template.catalogue.fingerprint) for b in built)
     return Made(built, rows, failed)
 
 

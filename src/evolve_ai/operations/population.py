@@ -39,6 +39,7 @@ class LiveAgent:
     evaluations: int = 0  # every answer scored in its life (shown, never used to select)
     energy: float = 1.0
     idle_generations: int = 0
+    template: str | None = None  # its template version's fingerprint
     # -- memory only --
     measured: int = 0  # scores behind ``fitness``: the current genome's, at most a window
     unmeasured_rewrites: int = 0  # new genomes in a row without a measurement between
@@ -53,7 +54,8 @@ class Population:
     def __init__(self, generation: int = 0) -> None:
         self.agents: dict[str, LiveAgent] = {}  # oldest first
         self.generation = generation
-        self.template: Template | None = None  # the one births and scans use
+        self.template: Template | None = None  # the newest version: births use it
+        self.versions: dict[str, Template] = {}  # every version living agents may run
         self.events: list[Event] = []  # of this pass, saved with it
         self.new_genomes: dict[str, bytes] = {}  # hash -> bytes, first seen this pass
 

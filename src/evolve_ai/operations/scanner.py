@@ -1,5 +1,5 @@
-"""Stages 1-3 of a pass: the template's catalogue, then every active agent scanned,
-validated and synced on the pool, and what the scan found applied to the population."""
+"""Stages 2-3 of a pass: every active agent scanned, validated against its template
+version and synced on the pool, and what the scan found applied to the population."""
 
 from __future__ import annotations
 
@@ -8,15 +8,12 @@ from pathlib import Path
 
 from evolve_ai.core import genome as genome_codec
 from evolve_ai.core.records import Status
-from evolve_ai.operations.making import Template
 from evolve_ai.operations.population import LiveAgent, Population
 from evolve_ai.services import logs
-from evolve_ai.services import template as template_service
 from evolve_ai.services.config import Config
 from evolve_ai.services.store import Store
 from evolve_ai.services.supervisor import Supervisor
 from evolve_ai.services.workspace import Workspace
-from evolve_ai.workers.build import prepare
 from evolve_ai.workers.scan import ScanContext, ScanInput, ScanResult, scan_chunk
 
 
@@ -30,29 +27,16 @@ class Scanner:
         self.pycache = pycache
         self.log = logs.get_logger(command="life-cycle")
 
-    def refresh_template(self) -> None:
-        """Re-catalogue the template when it changed; every agent is then fully rescanned."""
-        files, catalogue = template_service.load(self.workspace.template_dir)
-        current = self.population.template
-        if current is not None and catalogue.fingerprint == current.catalogue.fingerprint:
-            return
-        prepare(files, catalogue)  # refuses a bad pyproject.toml now, not at the next birth
-        if current is not None:
-            self.log.info("template_changed", fingerprint=catalogue.fingerprint)
-        self.population.template = Template(files, catalogue)
-        template_service.publish_catalogue(catalogue, self.workspace.commons_dir)
-        for agent in self.population.agents.values():
-            agent.stats = None
-
     def scan(self, pool: ProcessPoolExecutor | None) -> list[ScanResult]:
         """Scan every active agent, in chunks on ``pool`` when there is more than one."""
         assert self.population.template is not None
         limits = self.config.limits
+        versions = {fp: t.catalogue for fp, t in self.population.versions.items()}
         context = ScanContext(self.population.template.catalogue, str(self.pycache),
-                              limits.disk_mb << 20, limits.files)
+                              limits.disk_mb << 20, limits.files, versions)
         inputs = [
             ScanInput(a.id, str(self.workspace.agent_dir(a.id)), a.genome_hash, a.code_hash,
-                      a.stats)
+                      a.stats, a.template)
             for a in self.population.active()
         ]
         size = self.config.lifecycle.chunk_size
@@ -105,8 +89,8 @@ class Scanner:
         assert result.genome is not None and result.genome_hash is not None
         assert self.population.template is not None
         old = store.genome_bytes(agent.genome_hash)
-        changed = genome_codec.changed_genes(old, result.genome,
-                                             self.population.template.catalogue)
+        version = self.population.versions.get(agent.template or "", self.population.template)
+        changed = genome_codec.changed_genes(old, result.genome, version.catalogue)
         self.population.new_genomes[result.genome_hash] = result.genome
         agent.genome_hash = result.genome_hash
         # A new variant is scored afresh: its window starts empty, and the previous

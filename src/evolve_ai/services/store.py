@@ -10,12 +10,19 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from evolve_ai.core.records import STATUSES, AgentRow, AgentUpdate, Event, GenerationRow
+from evolve_ai.core.records import (
+    STATUSES,
+    AgentRow,
+    AgentUpdate,
+    Event,
+    GenerationRow,
+    TemplateVersion,
+)
 from evolve_ai.errors import UnknownAgent, WorkspaceError
 
 MIGRATIONS: tuple[str, ...] = (
@@ -79,6 +86,16 @@ MIGRATIONS: tuple[str, ...] = (
     f"PRAGMA application_id = {0x65766F6C}",
     # 5: old events are pruned by generation
     "CREATE INDEX events_generation ON events (generation)",
+    # 6: template versions (their genes and files' digests, as JSON); each agent's
+    """
+    CREATE TABLE templates (
+        fingerprint TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        genes TEXT NOT NULL,
+        files TEXT NOT NULL
+    );
+    ALTER TABLE agents ADD COLUMN template TEXT;
+    """,
 )
 APPLICATION_ID = 0x65766F6C  # "evol"
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -258,6 +275,26 @@ class Store:
             f"SELECT {AGENT_COLUMNS} FROM agents WHERE status != 'dead' ORDER BY created, id")
         return [AgentRow(*row) for row in rows]
 
+    def templates(self) -> list[TemplateVersion]:
+        """Every template version, oldest first, with how many living agents run it."""
+        rows = self._db.execute(
+            "SELECT t.fingerprint, t.created, t.genes, t.files, (SELECT count(*) FROM agents a "
+            "WHERE a.template = t.fingerprint AND a.status != 'dead') FROM templates t "
+            "ORDER BY t.created, t.fingerprint")
+        return [TemplateVersion(row[0], row[1], json.loads(row[2]), json.loads(row[3]), row[4])
+                for row in rows]
+
+    def add_template(self, fingerprint: str, genes: Mapping[str, Sequence[str]],
+                     files: Mapping[str, str]) -> bool:
+        """Record a template version (its genes, its files' digests); False if known."""
+        with self.transaction() as db:
+            return db.execute(
+                "INSERT OR IGNORE INTO templates (fingerprint, created, genes, files) "
+                "VALUES (?, ?, ?, ?)",
+                (fingerprint, time.time(), json.dumps({k: list(v) for k, v in genes.items()},
+                                                      sort_keys=True),
+                 json.dumps(dict(files), sort_keys=True))).rowcount == 1
+
     def stale_processes(self) -> list[tuple[str, int, float | None]]:
         """Agents recorded with a process, as a crashed life cycle may have left them."""
         rows = self._db.execute("SELECT id, pid, pid_started FROM agents WHERE pid IS NOT NULL")
@@ -321,7 +358,8 @@ class Store:
             "SELECT agents.parent, line.depth + 1 FROM agents JOIN line ON agents.id = line.id "
             "WHERE agents.parent IS NOT NULL AND line.depth < 100000) "
             "SELECT agents.id, agents.status, agents.generation, agents.parent, agents.fitness, "
-            "agents.genome_hash, agents.created FROM line JOIN agents ON agents.id = line.id "
+            "agents.genome_hash, agents.template, agents.created "
+            "FROM line JOIN agents ON agents.id = line.id "
             "ORDER BY line.depth",
             (agent_id,),
         )

@@ -10,8 +10,9 @@ from pathlib import Path
 import msgpack
 
 from evolve_ai.core.catalogue import WIRING_PATHS, Catalogue, build_catalogue
+from evolve_ai.core.fingerprint import hash_bytes
 from evolve_ai.errors import TemplateError
-from evolve_ai.services.files import atomic_write
+from evolve_ai.services.files import atomic_write, fsync_dir, sync_filesystem
 
 MAX_TEMPLATE_BYTES = 64 * 1024 * 1024
 SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".venv", ".mypy_cache", ".ruff_cache",
@@ -86,3 +87,32 @@ def publish_catalogue(catalogue: Catalogue, commons: Path) -> None:
     commons.mkdir(parents=True, exist_ok=True)
     atomic_write(commons / "catalogue.msgpack",
                  msgpack.packb(catalogue.to_plain(), use_bin_type=True))
+
+
+def keep_version(files: dict[str, bytes], catalogue: Catalogue, versions: Path) -> Path:
+    """Keep a version's files under ``versions/<fingerprint>/``, once and for good."""
+    destination = versions / catalogue.fingerprint
+    if destination.is_dir():
+        return destination
+    versions.mkdir(parents=True, exist_ok=True)
+    try:
+        install(files, destination)
+    except OSError:
+        if not destination.is_dir():  # else another command kept it first
+            raise
+    sync_filesystem(destination)
+    fsync_dir(versions)
+    return destination
+
+
+def load_version(versions: Path, fingerprint: str) -> tuple[dict[str, bytes], Catalogue]:
+    """A kept version; TemplateError if it is missing or no longer what it was."""
+    files, catalogue = load(versions / fingerprint)
+    if catalogue.fingerprint != fingerprint:
+        raise TemplateError(f"template version {fingerprint} was changed on disk")
+    return files, catalogue
+
+
+def digests(files: dict[str, bytes]) -> dict[str, str]:
+    """Path -> digest of every file of a template, as the store records a version."""
+    return {path: hash_bytes(data) for path, data in files.items()}

@@ -99,6 +99,11 @@ class Workspace:
         return self.state_dir / "pycache"
 
     @property
+    def versions_dir(self) -> Path:
+        """Every template version, kept as it was: ``templates/<fingerprint>/``."""
+        return self.state_dir / "templates"
+
+    @property
     def trash_dir(self) -> Path:
         """Dead agents' directories wait here to be deleted off the loop's path."""
         return self.state_dir / "trash"
@@ -117,7 +122,7 @@ class Workspace:
     def ensure_layout(self) -> None:
         try:
             for directory in (self.agents_dir, self.agent_logs_dir, self.commons_dir,
-                              self.staging_dir):
+                              self.staging_dir, self.versions_dir):
                 directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise WorkspaceError(f"cannot create the workspace in {self.root}: {exc}") from None

@@ -109,6 +109,11 @@ def named_pyproject(data: bytes) -> str:
     return text
 
 
+def agent_pyproject(named: str, agent_id: str) -> bytes:
+    """An agent's own pyproject.toml, from ``named_pyproject``'s text."""
+    return named.replace(_NAME_SENTINEL, f"agent-{agent_id}").encode()
+
+
 def build_chunk(staging: str, requests: list[BuildRequest]) -> list[BuiltAgent | BuildFailed]:
     """Build each requested agent under ``staging/<id>``; nothing is synced here.
 
@@ -134,8 +139,7 @@ def _build_one(prepared: _Prepared, root: Path, request: BuildRequest) -> BuiltA
     for path, data in prepared.files.items():
         _write(root / path, data)
     if prepared.pyproject is not None:
-        name = f"agent-{request.agent_id}"
-        _write(root / PYPROJECT, prepared.pyproject.replace(_NAME_SENTINEL, name).encode())
+        _write(root / PYPROJECT, agent_pyproject(prepared.pyproject, request.agent_id))
     _write(root / "genome.bin", request.genome)
     sources = dict(prepared.source_hashes)
     for path, data in wiring.render(genome, prepared.catalogue).items():

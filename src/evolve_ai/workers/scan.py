@@ -9,11 +9,13 @@ nothing writes a genome or a business file.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import marshal
 import os
 import stat
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, NewType
@@ -78,6 +80,7 @@ class ScanInput:
     genome_hash: str | None  # the genome last accepted
     code_hash: str | None  # the code hash last recorded
     stats: Stats | None  # the last scan's file stats; None: rehash everything
+    template: str | None = None  # the fingerprint of its template version
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +100,12 @@ class ScanResult:
 
 @dataclass(frozen=True, slots=True)
 class ScanContext:
-    catalogue: Catalogue
+    catalogue: Catalogue  # of the newest template version
     pycache_prefix: str | None
     disk_bytes: int | None = None  # what an agent's directory may hold (limits.disk_mb)
     files: int | None = None  # files and directories in it (limits.files)
+    # Older versions that agents still run, by fingerprint: each is checked against its own.
+    versions: Mapping[str, Catalogue] = dataclasses.field(default_factory=dict)
 
 
 class _Refused(Exception):
@@ -125,6 +130,8 @@ def scan_chunk(context: ScanContext, inputs: list[ScanInput]) -> list[ScanResult
 
 
 def scan_agent(context: ScanContext, item: ScanInput) -> ScanResult:
+    if item.template is not None and item.template in context.versions:
+        context = dataclasses.replace(context, catalogue=context.versions[item.template])
     root = Path(item.directory)
     stats: dict[str, FileStat] = {}
     rehashed = [0]
