@@ -59,18 +59,31 @@ def cli(ctx: click.Context, root: str | None, log_format: str, verbose: bool,
 @click.option("--seed", type=int, help="Seed for ids and genomes: same seed, same population.")
 @click.option("--workers", type=click.IntRange(1, 1024),
               help="Worker processes (default: lifecycle.workers).")
+@click.option("--from-genome", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Founders with this genome (a genome.bin).")
+@click.option("--from", "from_agent", metavar="AGENT_ID",
+              help="Founders with this agent's genome (the dead's too).")
 @click.pass_obj
 def init(state: _State, count: int, template: Path | None, seed: int | None,
-         workers: int | None) -> None:
-    """Add N agents cloned from the template (creating the workspace if needed)."""
+         workers: int | None, from_genome: Path | None, from_agent: str | None) -> None:
+    """Add N agents cloned from the template (creating the workspace if needed), also
+    while a life cycle runs: it takes them at its next pass."""
     from evolve_ai.operations.initiate import initiate_project
 
+    if from_genome is not None and from_agent is not None:
+        raise click.UsageError("--from-genome and --from cannot be used together")
     with _errors(state), _progress(state, count, "building agents") as advance:
         result = initiate_project(state.workspace(), count, template=template, seed=seed,
-                                  workers=workers, progress=advance)
+                                  workers=workers, progress=advance, from_genome=from_genome,
+                                  from_agent=from_agent)
     if not state.quiet:
+        size = (f"population.size {result.population_size}" if result.previous_size is None
+                else f"population.size {result.previous_size} -> {result.population_size}")
+        beside = ("" if result.life_cycle is None
+                  else f"; the life cycle (pid {result.life_cycle}) takes them at its next pass")
         click.echo(f"created {len(result.created)} agents in {result.seconds:.2f}s "
-                   f"({result.total_living} living) in {state.workspace().root}")
+                   f"({result.total_living} living, {size}) in {state.workspace().root}"
+                   f"{beside}")
 
 
 @cli.command("life-cycle")

@@ -26,11 +26,6 @@ from typing import Any
 
 import msgpack
 import psutil
-import tomlkit
-from tomlkit.container import Container
-from tomlkit.items import Table
-
-from evolve_ai.services.files import atomic_write
 
 #: A core runtime that speaks just enough of the protocol: hello, answers with the
 #: first registry function that returns a value, stops on "stop" or EOF.
@@ -157,31 +152,12 @@ def set_config(root: Path, values: Mapping[str, object]) -> None:
     """Set dotted keys in ``root/evolve.toml``, its formatting and comments kept.
 
     ``{"lifecycle.interval": 0.1, "hooks": ["mod:fn"]}`` sets a key of a table
-    (made when missing) or a top-level key; a mapping as value is a whole table;
-    ``None`` removes the key (TOML has no null; KeyError when it is absent). A
-    missing file starts empty. The file is replaced atomically: a life cycle
-    reloading it on SIGHUP reads the old text or the new one, never a mix.
+    (made when missing) or a top-level key; ``None`` removes the key. The file is
+    replaced atomically (see ``evolve_ai.services.config.set_values``).
     """
-    path = root / "evolve.toml"
-    try:
-        document = tomlkit.parse(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        document = tomlkit.document()
-    for dotted, value in values.items():
-        *sections, name = dotted.split(".")
-        table: Container | Table = document
-        for section in sections:
-            if section not in table:
-                table[section] = tomlkit.table()
-            child = table[section]
-            if not isinstance(child, Table):
-                raise ValueError(f"{path}: cannot set {dotted!r}: {section!r} is not a table")
-            table = child
-        if value is None:
-            del table[name]
-        else:
-            table[name] = value
-    atomic_write(path, tomlkit.dumps(document).encode("utf-8"), durable=False)
+    from evolve_ai.services.config import set_values
+
+    set_values(root / "evolve.toml", values)
 
 
 def init_workspace(

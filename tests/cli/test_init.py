@@ -49,7 +49,9 @@ def test_init_in_an_empty_directory_builds_the_whole_workspace(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # no TTY: quiet, as under cron
     assert "created 12 agents" in result.stdout
-    assert (root / "evolve.toml").read_text() == render_default()
+    # The population that init made is the one selection keeps.
+    assert (root / "evolve.toml").read_text() == render_default().replace(
+        "\nsize = 100\n", "\nsize = 12\n")
     assert (root / "agent_template" / "pyproject.toml").is_file()
     assert (root / "workspace" / "evolve.db").is_file()
     catalogue = msgpack.unpackb((root / "workspace" / "commons" / "catalogue.msgpack")
@@ -107,8 +109,11 @@ def test_show_reports_an_agent(tmp_path: Path, template: Path) -> None:
 
 
 def test_running_init_again_adds_agents(tmp_path: Path, template: Path) -> None:
-    for _ in range(2):
-        assert run_evolve(tmp_path, "init", "4", "--template", str(template)).returncode == 0
+    """And raises population.size by as many, saying so."""
+    said = [run_evolve(tmp_path, "init", "4", "--template", str(template)).stdout
+            for _ in range(2)]
+    assert "population.size 4)" in said[0] and "population.size 4 -> 8)" in said[1]
+    assert "size = 8" in (tmp_path / "evolve.toml").read_text()
     assert len(agent_dirs(tmp_path)) == 8
     status = status_json(tmp_path)
     assert status["counts"]["active"] == 8
@@ -210,15 +215,18 @@ def test_a_corrupt_database_is_one_line(tmp_path: Path, template: Path) -> None:
     assert result.stdout == ""
 
 
-def test_init_while_a_life_cycle_holds_the_lock_exits_75(tmp_path: Path, template: Path) -> None:
+def test_init_while_another_long_command_holds_the_lock_exits_75(
+        tmp_path: Path, template: Path) -> None:
+    """Beside a life cycle init adds agents (tests/cli/test_init_beside.py); beside any
+    other long command it is refused, and nothing changes."""
     init_workspace(tmp_path, 1, template=template)
     from evolve_ai.services.workspace import Workspace
 
-    holder = hold_lock(Workspace(tmp_path), "life-cycle")
+    holder = hold_lock(Workspace(tmp_path), "restore")
     try:
         result = run_evolve(tmp_path, "init", "1")
         assert result.returncode == 75
-        assert "in use by life-cycle" in result.stderr
+        assert "in use by restore" in result.stderr
         status = run_evolve(tmp_path, "status", "--json")  # readers never wait
         assert status.returncode == 0
     finally:

@@ -273,9 +273,11 @@ def test_above_max_running_agents_take_turns(tmp_path: Path) -> None:
 
 def test_births_get_a_turn_before_founders_that_never_ran(tmp_path: Path) -> None:
     root = make_workspace(tmp_path, {}, 10)
+    # min_evaluations 0: generations close without waiting for every founder's
+    # measurement, so that founders that never ran are still there at the first birth.
     set_config(root, {"lifecycle.max_running": 2, "lifecycle.turn_passes": 1,
                       "selection.strategy": "truncation", "selection.every": 2,
-                      "selection.elite": 0, "selection.min_evaluations": 1})
+                      "selection.elite": 0, "selection.min_evaluations": 0})
     proc = start_life_cycle(root)
     try:
         def a_birth_started() -> bool:

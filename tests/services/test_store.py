@@ -88,7 +88,7 @@ def test_a_pass_is_saved_field_for_field(store: Store) -> None:
     assert store.find(child.id) == child
     assert store.generation() == 1
     assert store.history()[-1] == GenerationRow(1, 0.125, 0.25, 4, 1, 0)
-    assert store.living_agents()[-1] == child
+    assert store.agents_after(0)[0][-1] == child
     assert store.genome_bytes("h" * 32) == b"\x81"
 
 

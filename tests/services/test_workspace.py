@@ -59,7 +59,8 @@ def test_clean_debris_deletes_staging_and_the_dead_and_keeps_the_unlisted(
         tmp_path: Path) -> None:
     workspace = Workspace(tmp_path)
     workspace.ensure_layout()
-    (workspace.staging_dir / "init-1-abc" / AGENT).mkdir(parents=True)
+    # named after an init whose process has ended
+    (workspace.staging_dir / f"init-{_pid_of_ended()}-abc" / AGENT).mkdir(parents=True)
     listed = workspace.agent_dir("aaaaaaaa-1234-4234-8234-123456789abc")
     orphan = workspace.agent_dir(AGENT)
     stray = workspace.agents_dir / "notes.txt"
@@ -123,3 +124,27 @@ def test_a_holder_that_has_not_said_who_it_is_is_waited_for(tmp_path: Path) -> N
     with workspace.lock("life-cycle"):
         assert time.monotonic() - started >= 0.2
     proc.wait(timeout=10)
+
+
+def _pid_of_ended() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_the_staging_area_of_an_init_at_work_is_kept(tmp_path: Path) -> None:
+    """An init beside a life cycle builds in staging without the workspace lock: its
+    area, named after its live pid, is not debris."""
+    workspace = Workspace(tmp_path)
+    workspace.ensure_layout()
+    working = subprocess.Popen(["sleep", "30"])
+    try:
+        area = workspace.staging_dir / f"init-{working.pid}-abc"
+        (area / AGENT).mkdir(parents=True)
+        cleanup = workspace.clean_debris(Vouch(set(), frozenset()))
+        assert area.is_dir() and cleanup.removed == 0
+    finally:
+        working.kill()
+        working.wait()
+    assert workspace.clean_debris(Vouch(set(), frozenset())).removed == 1
+    assert not area.exists()

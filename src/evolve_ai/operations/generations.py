@@ -1,16 +1,22 @@
-"""Stage 7 of a pass: every ``selection.every`` passes a generation closes. Selection
-decides who dies, offspring fill the freed places, the best genomes are published to
-the commons; dead agents' directories are removed once their process is gone."""
+"""Stage 7 of a pass: a generation closes once it has run ``selection.every`` passes
+and every runnable agent has been measured (or a deadline passed). Selection decides
+who dies, offspring fill the freed places, the best genomes are published to the
+commons; dead agents' directories are removed once their process is gone. Below
+``population.min`` runnable agents, the population is reseeded (or the life cycle
+stops): never a life cycle running with nobody."""
 
 from __future__ import annotations
 
 import os
 import random
+import time
 import uuid
 from collections.abc import Sequence
 
+from evolve_ai.core import genome as genome_codec
 from evolve_ai.core.records import AgentRow, GenerationRow
 from evolve_ai.core.selection import Individual, Params, Strategy, decide
+from evolve_ai.errors import EvolveError
 from evolve_ai.operations.making import make_agents
 from evolve_ai.operations.population import LiveAgent, Population
 from evolve_ai.services import logs
@@ -20,6 +26,10 @@ from evolve_ai.services.store import Store
 from evolve_ai.services.supervisor import Supervisor
 from evolve_ai.services.workspace import Workspace
 from evolve_ai.workers.build import BuildRequest
+
+
+class Extinct(EvolveError):
+    """The runnable population fell below ``population.min``, and the settings say stop."""
 
 
 class Generations:
@@ -32,15 +42,78 @@ class Generations:
         self.strategy = strategy
         self.rng = rng  # selection's own stream: deaths, parents, child ids
         self.closed = 0  # generations closed by this run
+        self._passes = 0  # passes run in the open generation
+        self._opened = time.monotonic()  # when it opened
+        self._reseeded = -1  # the generation of the last reseeding
         self.log = logs.get_logger(command="life-cycle")
         self._doomed: set[str] = set()  # dead, directory not yet removed
         self._shredder = Shredder()
+
+    def due(self, now: float) -> bool:
+        """Count a pass; whether the generation may close: ``selection.every`` passes run
+        and every runnable agent measured, or its deadline passed (the unmeasured are
+        then spared by selection, which never judges them)."""
+        self._passes += 1
+        if self._passes < self.config.selection.every:
+            return False
+        active = self.population.active()
+        need = self._min_evaluations()
+        unmeasured = sum(1 for a in active if a.measured < need)
+        if not unmeasured:
+            return True
+        if now - self._opened < self.deadline(len(active)):
+            return False
+        self.log.info("generation_deadline", unmeasured=unmeasured,
+                      seconds=round(now - self._opened, 3))
+        return True
+
+    def deadline(self, active: int) -> float:
+        """Seconds a generation may wait for its agents' measurements: the passes it
+        needs, as long as an unanswered task may last, for each turn of agents."""
+        c = self.config
+        turns = max(1, -(-active // c.lifecycle.max_running))
+        per_pass = max(c.lifecycle.interval, c.evaluation.answer_timeout)
+        passes = max(c.selection.every, c.lifecycle.turn_passes if turns > 1 else 0)
+        return turns * (passes * per_pass + c.supervisor.hello_timeout)
+
+    def guard(self, store: Store) -> list[AgentRow]:
+        """Below ``population.min`` runnable agents: an ``extinction`` error, then fresh
+        random founders from the newest version (at most once a generation); the births.
+        Raises Extinct when ``population.on_extinction`` is ``stop``."""
+        runnable = len(self.population.active())
+        floor = self.config.population.floor
+        if runnable >= floor:
+            return []
+        if self._reseeded == self.population.generation:
+            return []  # reseeded already: wait for the generation to judge them
+        self.population.event("extinction", None, runnable=runnable, min=floor,
+                              level="error")
+        if self.config.population.on_extinction == "stop":
+            raise Extinct(f"the population is extinct: {runnable} runnable agents, below "
+                          f"population.min {floor} (population.on_extinction = \"stop\")")
+        self._reseeded = self.population.generation
+        template = self.population.template
+        if template is None:
+            return []
+        count = max(floor, self.config.population.size) - runnable
+        requests = []
+        for _ in range(count):
+            genome = genome_codec.encode(genome_codec.random_genome(template.catalogue,
+                                                                    self.rng))
+            requests.append(BuildRequest(str(uuid.UUID(int=self.rng.getrandbits(128),
+                                                       version=4)), genome))
+        rows = self._admit(make_agents(self.workspace, template, requests, label="reseed",
+                                       generation=self.population.generation).rows, "founded")
+        self.population.event("reseeded", None, count=len(rows),
+                              template=template.catalogue.fingerprint, level="warning")
+        return rows
 
     def close(self, store: Store, now: float) -> tuple[list[GenerationRow], list[AgentRow]]:
         """Select, let die, reproduce, publish the elite; the generation's row and births."""
         population = self.population
         population.generation += 1
         self.closed += 1
+        self._passes, self._opened = 0, now
         living = population.living()
         fitness = [a.fitness for a in living if a.status == "active" and a.fitness is not None]
         decision = decide(self.strategy, [
@@ -132,15 +205,19 @@ class Generations:
         for failed in made.failed:  # the template dropped a gene the parent carries
             self.log.warning("birth_failed", parent=parent_of[failed.agent_id],
                              error=failed.reason)
-        for row in made.rows:
+        return self._admit(made.rows, "born")
+
+    def _admit(self, rows: Sequence[AgentRow], kind: str) -> list[AgentRow]:
+        """New agents made this pass join the population, each with a ``kind`` event."""
+        for row in rows:
             self.population.agents[row.id] = LiveAgent(
                 id=row.id, status="active", reason=None, genome_hash=row.genome_hash,
                 code_hash=row.code_hash, active_files=row.active_files,
                 active_functions=row.active_functions, template=row.template)
-            self.population.event("born", row.id, parent=row.parent,
+            self.population.event(kind, row.id, parent=row.parent,
                                   generation=self.population.generation,
                                   genome_hash=row.genome_hash, template=row.template)
-        return list(made.rows)
+        return list(rows)
 
     def _publish_elite(self, store: Store) -> None:
         """The best genomes, as ``commons/elite/<rank>.bin``, for agents to recombine with."""

@@ -25,7 +25,7 @@ from evolve_ai.core.selection.builtins import load_strategy
 from evolve_ai.environments import Settings, load_environment
 from evolve_ai.errors import EvolveError
 from evolve_ai.operations.evaluator import Evaluator
-from evolve_ai.operations.generations import Generations
+from evolve_ai.operations.generations import Extinct, Generations
 from evolve_ai.operations.persistence import Persistence
 from evolve_ai.operations.population import Population
 from evolve_ai.operations.scanner import Scanner
@@ -100,6 +100,7 @@ class LifeManager:
             persistence.resume()
             self.log.info("life_cycle_started", agents=len(self.population.agents),
                           generation=self.population.generation, seed=self.options.seed)
+            self._say_population()
             try:
                 while self.stop_reason is None:
                     self._pass(store, persistence)
@@ -121,10 +122,25 @@ class LifeManager:
         summary.generations_run = self.generations.closed
         return summary
 
+    def _say_population(self) -> None:
+        """What selection will do to a population other than ``population.size``."""
+        living, size = len(self.population.living()), self.config.population.size
+        if living > size:
+            self.log.warning("population_above_size", living=living, size=size,
+                             effect=f"selection will bring it down to {size}: about "
+                                    f"{living - size} agents die at the next generation")
+        elif living < size:
+            self.log.info("population_below_size", living=living, size=size,
+                          effect=f"offspring fill the {size - living} free places as "
+                                 "generations close")
+
     def _pass(self, store: Store, persistence: Persistence) -> None:
         started = time.monotonic()
         self.passes += 1
         self.population.absorb(self.supervisor.drain_events())  # seen while waiting
+        added = persistence.take_new()
+        if added:
+            self.log.info("agents_added", count=len(added), living=len(self.population.living()))
         self.versions.refresh(store)
         self.scanner.apply(self.scanner.scan(self.pool), store, time.monotonic())
         now = time.monotonic()
@@ -138,24 +154,33 @@ class LifeManager:
         self.population.absorb(self.supervisor.drain_events())
         generations: list[GenerationRow] = []
         births: list[AgentRow] = []
-        if self.passes % self.config.selection.every == 0:
+        if self.generations.due(time.monotonic()):
             generations, births = self.generations.close(store, time.monotonic())
+        extinct: Extinct | None = None
+        try:
+            births += self.generations.guard(store)
+        except Extinct as error:
+            extinct = error
         self.notifier.publish(persistence.save(generations, births,
                                                self.config.logs.event_generations))
+        if extinct is not None:  # saved first: the error is recorded with the pass
+            self.stop_reason = "extinction"
+            raise extinct
         self._bury()
         self.log.debug("pass_done", number=self.passes,
                        seconds=round(time.monotonic() - started, 4),
                        running=len(self.supervisor.running()))
 
     def _serve(self, seconds: float) -> None:
-        """Between passes: agents' answers, exits and task deadlines."""
+        """Between passes: agents' answers, exits and task deadlines; with no interval,
+        what is ready at once (so that passes back to back still hear the agents)."""
         deadline = time.monotonic() + seconds
         while self.stop_reason is None and not self.reload_requested:
             now = time.monotonic()
-            if now >= deadline:
-                return
-            self.supervisor.wait(min(deadline - now, 0.25))
+            self.supervisor.wait(max(0.0, min(deadline - now, 0.25)))
             self.evaluator.expire(time.monotonic())
+            if time.monotonic() >= deadline:
+                return
 
     def _on_message(self, agent_id: str, message: dict[str, Any]) -> None:
         self.evaluator.on_message(agent_id, message)

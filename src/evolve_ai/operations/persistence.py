@@ -28,6 +28,7 @@ class Persistence:
         self.population = population
         self.supervisor = supervisor
         self.log = logs.get_logger(command="life-cycle")
+        self._seen = 0  # the last store rowid taken into the population
 
     def resume(self) -> None:
         """Load the living agents and end any process a crashed run left behind."""
@@ -36,10 +37,20 @@ class Persistence:
             self.log.info("stale_process_ended", agent=agent_id, pid=pid)
         self.store.clear_processes()  # none runs now: the records say so, the dead's too
         self.population.generation = self.store.generation()
-        for row in self.store.living_agents():
+        self.take_new()
+
+    def take_new(self) -> list[str]:
+        """Agents listed since the last look (by ``init``, beside us): their ids."""
+        rows, self._seen = self.store.agents_after(self._seen)
+        taken = []
+        for row in rows:
+            if row.id in self.population.agents:
+                continue  # our own births
             agent = LiveAgent(**{f: getattr(row, f) for f in _AGENT_FIELDS})
             self.population.agents[agent.id] = agent
             self.supervisor.restore(agent.id, row.restarts)
+            taken.append(agent.id)
+        return taken
 
     def save(self, generations: Sequence[GenerationRow] = (),
              births: Sequence[AgentRow] = (), keep_generations: int = 0) -> list[Event]:

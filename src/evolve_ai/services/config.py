@@ -20,11 +20,13 @@ from typing import Any
 
 import tomlkit
 import tomlkit.exceptions
+from tomlkit.container import Container
 from tomlkit.items import Table
 
 from evolve_ai import environments
 from evolve_ai.core.selection import builtins as selection_builtins
 from evolve_ai.errors import ConfigError
+from evolve_ai.services.files import atomic_write
 
 Check = Callable[[Any], str | None]  # returns what is wrong, or None
 
@@ -73,7 +75,19 @@ def _key(default: Any, doc: str, check: Check | None = None) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class PopulationSection:
-    size: int = _key(100, "number of live agents that selection keeps", _positive)
+    size: int = _key(100, "number of live agents that selection keeps (init sets it)",
+                     _positive)
+    min: int = _key(0, "fewest runnable agents before extinction is declared; "
+                       "0 means a tenth of size, at least 1", _non_negative)
+    on_extinction: str = _key("reseed", "below min: reseed (fresh random founders from the "
+                                        "newest template version) or stop (exit 1)",
+                              lambda v: None if v in ("reseed", "stop")
+                              else "must be \"reseed\" or \"stop\"")
+
+    @property
+    def floor(self) -> int:
+        """The effective ``min``."""
+        return self.min or max(1, self.size // 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,3 +328,34 @@ def _add_keys(container: tomlkit.TOMLDocument | Table, cls: type[Any], values: A
         container.add(tomlkit.comment(spec.metadata["doc"]))
         value = getattr(values, spec.name)
         container.add(spec.name, list(value) if isinstance(value, tuple) else value)
+
+
+def set_values(path: Path, values: Mapping[str, object]) -> None:
+    """Set dotted keys in the TOML file ``path``, its formatting and comments kept.
+
+    ``{"lifecycle.interval": 0.1, "hooks": ["mod:fn"]}`` sets a key of a table (made
+    when missing) or a top-level key; ``None`` removes the key. A missing file starts
+    empty. The file is replaced atomically: a life cycle reloading it on SIGHUP reads
+    the old text or the new one, never a mix.
+    """
+    try:
+        document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        document = tomlkit.document()
+    except (OSError, UnicodeDecodeError, tomlkit.exceptions.ParseError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from None
+    for dotted, value in values.items():
+        *sections, name = dotted.split(".")
+        table: Container | Table = document
+        for section in sections:
+            if section not in table:
+                table[section] = tomlkit.table()
+            child = table[section]
+            if not isinstance(child, Table):
+                raise ConfigError(f"{path}: cannot set {dotted!r}: {section!r} is not a table")
+            table = child
+        if value is None:
+            del table[name]
+        else:
+            table[name] = value
+    atomic_write(path, tomlkit.dumps(document).encode("utf-8"))

@@ -269,12 +269,6 @@ class Store:
             raise UnknownAgent(f"{prefix!r} matches more than one agent; give more of the id")
         return AgentRow(*rows[0])
 
-    def living_agents(self) -> list[AgentRow]:
-        """Every agent that is not dead, oldest first: what the life cycle resumes from."""
-        rows = self._db.execute(
-            f"SELECT {AGENT_COLUMNS} FROM agents WHERE status != 'dead' ORDER BY created, id")
-        return [AgentRow(*row) for row in rows]
-
     def templates(self) -> list[TemplateVersion]:
         """Every template version, oldest first, with how many living agents run it."""
         rows = self._db.execute(
@@ -294,6 +288,15 @@ class Store:
                 (fingerprint, time.time(), json.dumps({k: list(v) for k, v in genes.items()},
                                                       sort_keys=True),
                  json.dumps(dict(files), sort_keys=True))).rowcount == 1
+
+    def agents_after(self, rowid: int) -> tuple[list[AgentRow], int]:
+        """Living agents listed after ``rowid`` (rows are never deleted, so rowids only
+        grow): what another command (an ``init``) added; and the last rowid seen."""
+        rows = self._db.execute(
+            f"SELECT rowid, {AGENT_COLUMNS} FROM agents WHERE rowid > ? ORDER BY rowid",
+            (rowid,)).fetchall()
+        last = rows[-1][0] if rows else rowid
+        return [AgentRow(*row[1:]) for row in rows if row[2] != "dead"], last
 
     def stale_processes(self) -> list[tuple[str, int, float | None]]:
         """Agents recorded with a process, as a crashed life cycle may have left them."""

@@ -158,6 +158,41 @@ class Workspace:
             os.close(fd)
 
     @contextlib.contextmanager
+    def lock_for_init(self) -> Iterator[int | None]:
+        """What ``init`` holds: ``init.lock`` (one init at a time: the next one waits),
+        then ``evolve.lock`` as ``lock`` takes it, unless a life cycle holds that one:
+        ``init`` then adds agents beside it (yields its pid, else None), leaving debris
+        and everything but its own agents alone."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.state_dir / "init.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                     0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the init before this one
+            held = contextlib.ExitStack()
+            beside: int | None = None
+            try:
+                held.enter_context(self.lock("init"))
+            except LockHeld:
+                role, beside = self.holder()
+                if role != "life-cycle":
+                    raise
+            with held:
+                yield beside
+        finally:
+            os.close(fd)
+
+    def holder(self) -> tuple[str, int]:
+        """The role and pid written by the holder of ``evolve.lock`` ("", 0: none said)."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return "", 0
+        try:
+            return _read_holder(fd)
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
     def try_lock(self, role: str) -> Iterator[bool]:
         """Like ``lock`` but yields False instead of waiting or failing."""
         if not self.state_dir.is_dir():
@@ -198,6 +233,8 @@ class Workspace:
         cleanup = Cleanup()
         if self.staging_dir.is_dir():
             for entry in self.staging_dir.iterdir():
+                if _in_use(entry.name):
+                    continue  # an init at work beside a life cycle: its agents, not debris
                 _remove(entry)
                 cleanup.removed += 1
         if self.trash_dir.is_dir():
@@ -238,6 +275,21 @@ def _read_holder(fd: int) -> tuple[str, int]:
         return role, int(pid)
     except (ValueError, UnicodeDecodeError):
         return "", 0
+
+
+def _in_use(staging: str) -> bool:
+    """Whether the process a staging area is named after (``<label>-<pid>-<hex>``, see
+    ``making``) still runs, other than this one."""
+    parts = staging.split("-")
+    if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) in (0, os.getpid()):
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _is_agent_id(name: str) -> bool:
