@@ -110,7 +110,7 @@ import tomlkit
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._cli import positive_float, positive_int
+from bench._cli import non_negative_float, positive_float, positive_int
 from bench._procs import sweep
 from bench.optimum import DEFAULT_TEMPLATE
 
@@ -246,8 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated run lengths in generations (default: 15,30)")
     parser.add_argument("--seeds", type=seed_list, default=[1],
                         help="comma-separated seeds, the same for every run (default: 1)")
-    parser.add_argument("--interval", type=positive_float, default=0.1,
-                        help="lifecycle.interval, seconds between passes (default: 0.1)")
+    parser.add_argument("--interval", type=non_negative_float, default=0.1,
+                        help="lifecycle.interval, seconds between passes; 0: back to back "
+                             "(default: 0.1)")
     parser.add_argument("--set", dest="settings", type=setting, action="append", default=[],
                         metavar="KEY=VALUE",
                         help="any other evolve.toml key, e.g. evaluation.tasks_per_pass=8 "

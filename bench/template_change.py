@@ -34,9 +34,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _cli import positive_int
-from _procs import processes_under
 from evolve_ai.testing import evolve_command, read_events, run_evolve, set_config, status_json
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._cli import positive_int
+from bench._procs import processes_under
 
 NOVELTY = "def novelty(terms):\n    return terms[-1] * 3 if terms else None\n"
 

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 import click
 
 from evolve_ai import render
+from evolve_ai.core.records import STATUSES
 from evolve_ai.operations import MAX_AGENTS_PER_INIT
 from evolve_ai.services import logs
 from evolve_ai.services.workspace import Workspace, resolve_root
@@ -173,6 +174,78 @@ def lineage(state: _State, agent_id: str, as_json: bool) -> None:
         click.echo(f"{'  ' * depth}{row['id']}  gen {row['generation']}  {row['status']:<11} "
                    f"fitness {render.fmt(row['fitness'])}")
     click.echo(f"children: {len(data['children'])}")
+
+
+@cli.command()
+@click.option("--status", type=click.Choice(["living", "all", *STATUSES]), default="living",
+              show_default=True, help="Which agents.")
+@click.option("--sort", "order", type=click.Choice(
+    ["fitness", "generation", "evaluations", "restarts", "created"]), default="created",
+              show_default=True, help="Best fitness first, newest generation first, ...")
+@click.option("--limit", type=click.IntRange(1), metavar="N", help="At most N agents.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
+@click.pass_obj
+def agents(state: _State, status: str, order: str, limit: int | None, as_json: bool) -> None:
+    """List and rank agents."""
+    from evolve_ai.operations import inspect
+
+    with _errors(state):
+        rows = inspect.agents(state.workspace(), status, order, limit)
+    click.echo(render.dumps(rows) if as_json else render.agents_text(rows))
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def backup(state: _State, path: Path | None) -> None:
+    """A consistent, checksummed archive of the population (also while a life cycle
+    runs); default: backups/evolve-g<generation>-<UTC time>.tar.gz."""
+    from evolve_ai.operations import backup as backups
+
+    with _errors(state):
+        made = backups.backup(state.workspace(), path)
+    if not state.quiet:
+        click.echo(f"backed up generation {made.generation}, {made.agents} living agents, "
+                   f"to {made.path} ({made.size / 1e6:.1f} MB)")
+
+
+@cli.command()
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--workers", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Worker processes to build the agents.")
+@click.pass_obj
+def restore(state: _State, archive: Path, workers: int) -> None:
+    """Make the workspace (--root, an empty directory) from a backup: a life cycle
+    there resumes the population."""
+    from evolve_ai.operations import backup as backups
+
+    with _errors(state):
+        made = backups.restore(archive, state.workspace(), workers)
+    if not state.quiet:
+        click.echo(f"restored generation {made.generation}, {made.agents} living agents, "
+                   f"in {state.workspace().root}")
+
+
+@cli.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("targets", nargs=-1, metavar="ID|--best [DIR]")
+@click.option("--best", is_flag=True, help="The active agent with the best fitness.")
+@click.pass_obj
+def export(state: _State, targets: tuple[str, ...], best: bool) -> None:
+    """One agent as a directory that runs on its own (DIR: new or empty, default
+    ./agent-<id prefix>): cd DIR && PYTHONPATH=src python -m agent.main"""
+    from evolve_ai.operations import backup as backups
+
+    wanted = 1 if best else 2
+    if len(targets) > wanted or (not best and not targets):
+        raise click.UsageError("give ID [DIR] or --best [DIR]")
+    agent_id = None if best else targets[0]
+    rest = targets[0 if best else 1:]
+    destination = Path(rest[0]).absolute() if rest else None
+    with _errors(state):
+        made = backups.export(state.workspace(), agent_id, destination)
+    if not state.quiet:
+        click.echo(f"exported to {made}; run it: cd {made} && "
+                   "PYTHONPATH=src python -m agent.main")
 
 
 @contextmanager

@@ -99,3 +99,12 @@ def templates_text(data: dict[str, Any]) -> str:
                           ("genes_removed", "- gene")):
             lines += [f"  {mark} {item}" for item in diff[key]]
     return "\n".join(lines)
+
+
+def agents_text(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'id':<36} {'status':<11} {'gen':>4} {'fitness':>8} {'evals':>6} "
+             f"{'restarts':>8} {'genes':>5} {'process':<8} template"]
+    lines += [f"{r['id']:<36} {r['status']:<11} {r['generation']:>4} {fmt(r['fitness']):>8} "
+              f"{r['evaluations']:>6} {r['restarts']:>8} {r['active_functions']:>5} "
+              f"{r['process']:<8} {(r['template'] or '-')[:12]}" for r in rows]
+    return "\n".join(lines)

@@ -73,6 +73,17 @@ def show(workspace: Workspace, agent_id: str) -> dict[str, Any]:
         return agent
 
 
+def agents(workspace: Workspace, status: str, order: str, limit: int | None
+           ) -> list[dict[str, Any]]:
+    """Agents of one status (or ``living``, ``all``), ranked, as plain dicts."""
+    _clean_if_idle(workspace)
+    with Store.open(workspace.db_path) as store:
+        rows = store.agents(None if status == "all" else status, order, limit)
+    keys = ("id", "status", "generation", "parent", "fitness", "evaluations", "restarts",
+            "process", "active_functions", "template", "reason")
+    return [{key: getattr(row, key) for key in keys} for row in rows]
+
+
 def lineage(workspace: Workspace, agent_id: str) -> dict[str, Any]:
     """The ancestry of an agent, itself first, founders last; and its children."""
     _clean_if_idle(workspace)

@@ -24,6 +24,7 @@ from evolve_ai.core.records import AgentRow, GenerationRow
 from evolve_ai.core.selection.builtins import load_strategy
 from evolve_ai.environments import Settings, load_environment
 from evolve_ai.errors import EvolveError
+from evolve_ai.operations import backup as backups
 from evolve_ai.operations.evaluator import Evaluator
 from evolve_ai.operations.generations import Extinct, Generations
 from evolve_ai.operations.persistence import Persistence
@@ -122,6 +123,19 @@ class LifeManager:
         summary.generations_run = self.generations.closed
         return summary
 
+    def _backup(self) -> None:
+        """An automatic backup (``backup.every``); a failure is logged, never fatal."""
+        started = time.monotonic()
+        try:
+            made = backups.backup(self.workspace)
+            pruned = backups.prune(self.workspace, self.config.backup.keep)
+        except (OSError, EvolveError) as error:
+            self.log.error("backup_failed", error=str(error))
+            return
+        self.log.info("backup_done", path=str(made.path), agents=made.agents,
+                      bytes=made.size, pruned=len(pruned),
+                      seconds=round(time.monotonic() - started, 3))
+
     def _say_population(self) -> None:
         """What selection will do to a population other than ``population.size``."""
         living, size = len(self.population.living()), self.config.population.size
@@ -166,6 +180,9 @@ class LifeManager:
         if extinct is not None:  # saved first: the error is recorded with the pass
             self.stop_reason = "extinction"
             raise extinct
+        every = self.config.backup.every
+        if generations and every and self.population.generation % every == 0:
+            self._backup()
         self._bury()
         self.log.debug("pass_done", number=self.passes,
                        seconds=round(time.monotonic() - started, 4),

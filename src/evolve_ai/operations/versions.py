@@ -86,10 +86,7 @@ class Versions:
         store.add_template(catalogue.fingerprint, catalogue.genes(),
                            template_service.digests(files))
         previous = self.population.template
-        known: dict[str, set[str]] = {}
-        for version in store.templates():
-            for path, functions in version.genes.items():
-                known.setdefault(path, set()).update(functions)
+        known = store.known_genes()
         versions = {fp: Template(t.files, t.catalogue.retiring(known))
                     for fp, t in self.population.versions.items()}
         newest = Template(files, catalogue.retiring(known))

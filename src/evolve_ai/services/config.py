@@ -177,6 +177,13 @@ class LogsSection:
 
 
 @dataclass(frozen=True, slots=True)
+class BackupSection:
+    every: int = _key(0, "generations between automatic backups (backups/); 0: none",
+                      _non_negative)
+    keep: int = _key(3, "automatic backups kept, the newest", _positive)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     environment: str = _key("sequences", "task environment: one of " + ", ".join(ENVIRONMENTS)
                             + ", or module:attr",
@@ -191,6 +198,7 @@ class Config:
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     sandbox: SandboxSection = field(default_factory=SandboxSection)
     logs: LogsSection = field(default_factory=LogsSection)
+    backup: BackupSection = field(default_factory=BackupSection)
 
     @property
     def workers(self) -> int:

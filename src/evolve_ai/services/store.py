@@ -278,6 +278,14 @@ class Store:
         return [TemplateVersion(row[0], row[1], json.loads(row[2]), json.loads(row[3]), row[4])
                 for row in rows]
 
+    def known_genes(self) -> dict[str, set[str]]:
+        """Every gene any template version ever had: module path -> its functions."""
+        known: dict[str, set[str]] = {}
+        for version in self.templates():
+            for path, functions in version.genes.items():
+                known.setdefault(path, set()).update(functions)
+        return known
+
     def add_template(self, fingerprint: str, genes: Mapping[str, Sequence[str]],
                      files: Mapping[str, str]) -> bool:
         """Record a template version (its genes, its files' digests); False if known."""
@@ -288,6 +296,39 @@ class Store:
                 (fingerprint, time.time(), json.dumps({k: list(v) for k, v in genes.items()},
                                                       sort_keys=True),
                  json.dumps(dict(files), sort_keys=True))).rowcount == 1
+
+    def snapshot(self, destination: Path) -> None:
+        """A consistent copy of the store at ``destination`` (SQLite's online backup: the
+        life cycle may write meanwhile), its process records cleared: no process of
+        this machine is the copy's."""
+        target = sqlite3.connect(destination, isolation_level=None)
+        try:
+            self._db.backup(target)
+            target.execute("PRAGMA journal_mode = DELETE")  # one file, no -wal beside it
+            target.execute("UPDATE agents SET process = 'stopped', pid = NULL, "
+                           "pid_started = NULL")
+        finally:
+            target.close()
+
+    def agents(self, status: str | None = None, order: str = "created",
+               limit: int | None = None) -> list[AgentRow]:
+        """Agents (``status``: one status, ``"living"``: all but the dead, None: all),
+        best first for ``order`` ``fitness``, newest first for ``generation``, else oldest
+        first, at most ``limit``."""
+        where, args = "", list[object]()
+        if status == "living":
+            where = "WHERE status != 'dead'"
+        elif status is not None:
+            where, args = "WHERE status = ?", [status]
+        sort = {"fitness": "fitness IS NULL, fitness DESC, id",
+                "generation": "generation DESC, created, id",
+                "evaluations": "evaluations DESC, id",
+                "restarts": "restarts DESC, id"}.get(order, "created, id")
+        sql = f"SELECT {AGENT_COLUMNS} FROM agents {where} ORDER BY {sort}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [AgentRow(*row) for row in self._db.execute(sql, args)]
 
     def agents_after(self, rowid: int) -> tuple[list[AgentRow], int]:
         """Living agents listed after ``rowid`` (rows are never deleted, so rowids only
