@@ -54,14 +54,14 @@ def _kill_one_running(root: Path, template: str) -> str:
 
 def test_the_template_changes_while_the_population_runs(tmp_path: Path) -> None:
     template = write_template(tmp_path / "tpl", {"solver": SOLVER, "legacy": OLD})
-    root = init_workspace(tmp_path / "ws", 8, template=template, seed=3, settings={
-        **FAST_SETTINGS, "population.size": 8, "selection.strategy": "truncation",
-        "selection.every": 5, "lifecycle.max_running": 5})
+    root = init_workspace(tmp_path / "ws", 50, template=template, seed=3, settings={
+        **FAST_SETTINGS, "selection.strategy": "truncation", "selection.every": 5,
+        "lifecycle.max_running": 35})
     first = status_json(root)["template"]["newest"]
     package = root / "agent_template" / "src" / "agent"
     proc = start_life_cycle(root)
     try:
-        wait_until(lambda: status_json(root)["counts"]["running"] == 5, 30, "5 running")
+        wait_until(lambda: status_json(root)["counts"]["running"] == 35, 30, "35 running")
         # A module gained, one lost, one changed: one new version.
         (package / "novelty.py").write_text(NOVELTY)
         (package / "legacy.py").unlink()
