@@ -242,9 +242,9 @@ def export(state: _State, targets: tuple[str, ...], best: bool) -> None:
     rest = targets[0 if best else 1:]
     destination = Path(rest[0]).absolute() if rest else None
     with _errors(state):
-        made = backups.export(state.workspace(), agent_id, destination)
+        exported, made = backups.export(state.workspace(), agent_id, destination)
     if not state.quiet:
-        click.echo(f"exported to {made}; run it: cd {made} && "
+        click.echo(f"exported agent {exported} to {made}; run it: cd {made} && "
                    "PYTHONPATH=src python -m agent.main")
 
 

@@ -144,7 +144,11 @@ class Alone:
 
     def _fork_through_helper(self) -> tuple[int, tuple[int, int] | None]:
         report_read, report_write = os.pipe2(os.O_CLOEXEC)
-        gone_read, gone_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            gone_read, gone_write = os.pipe2(os.O_CLOEXEC)
+        except OSError:
+            _close_all((report_read, report_write))
+            raise
         try:
             helper = os.fork()
         except OSError:

@@ -57,7 +57,9 @@ def status_text(data: dict[str, Any]) -> str:
     template = data.get("template") or {}
     if template.get("newest"):
         lines.append(f"template    {template['newest'][:12]} "
-                     f"({template['versions']} version{'s' * (template['versions'] != 1)})")
+                     f"({template['versions']} version{'s' * (template['versions'] != 1)})"
+                     + (f"; agent_template/ refused: {template['refused']}"
+                        if template.get("refused") else ""))
     if data["history"]:
         lines += ["", f"{'gen':>5} {'mean':>8} {'max':>8} {'pop':>7} {'births':>7} {'deaths':>7}"]
         lines += [
@@ -74,30 +76,39 @@ def agent_text(data: dict[str, Any]) -> str:
             "code_hash", "template", "directory")
     lines = [f"{key:<17} {'-' if data.get(key) is None else data[key]}" for key in keys]
     genome = data.get("genome") or {}
-    lines.append("genome")
+    genes = data.get("version_genes")  # its template version's, if known
+    lines.append("genome (+ on, - off; genes its template version lacks in brackets)")
     for gene in genome.get("files", []):
-        on = [name for name, flag in gene["functions"].items() if flag]
+        mine = None if genes is None else set(genes.get(gene["path"], ()))
+        on = [name if mine is None or name in mine else f"[{name}]"
+              for name, flag in gene["functions"].items() if flag]
         mark = "+" if gene["active"] else "-"
-        lines.append(f"  {mark} {gene['path']}: {', '.join(on) or '(no function on)'}")
+        path = gene["path"] if mine is None or mine else f"[{gene['path']}]"
+        lines.append(f"  {mark} {path}: {', '.join(on) or '(no function on)'}")
     lines.append(f"  mutations {genome.get('mutations', 0)}")
     return "\n".join(lines)
 
 
 def templates_text(data: dict[str, Any]) -> str:
+    """The versions table; with a diff, the diff alone."""
     import time
 
+    diff = data.get("diff")
+    if diff:
+        lines = [f"from {diff['from'][:12]} to {diff['to'][:12]}"]
+        for key, mark in (("files_added", "+ file"), ("files_removed", "- file"),
+                          ("files_changed", "~ file"), ("genes_added", "+ gene"),
+                          ("genes_removed", "- gene")):
+            lines += [f"  {mark} {item}" for item in diff[key]]
+        return "\n".join(lines if len(lines) > 1 else [*lines, "  no difference"])
     lines = [f"{'version':<14} {'created':<20} {'agents':>7} {'files':>6} {'genes':>6}"]
     for v in data["versions"]:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["created"]))
         lines.append(f"{v['fingerprint'][:12]:<14} {created:<20} {v['agents']:>7} "
                      f"{v['files']:>6} {v['genes']:>6}{'  newest' if v['newest'] else ''}")
-    diff = data.get("diff")
-    if diff:
-        lines += ["", f"from {diff['from'][:12]} to {diff['to'][:12]}"]
-        for key, mark in (("files_added", "+ file"), ("files_removed", "- file"),
-                          ("files_changed", "~ file"), ("genes_added", "+ gene"),
-                          ("genes_removed", "- gene")):
-            lines += [f"  {mark} {item}" for item in diff[key]]
+    refused = data.get("refused")
+    if refused:
+        lines += ["", f"agent_template/ is refused: {refused}"]
     return "\n".join(lines)
 
 

@@ -312,7 +312,8 @@ def test_a_broken_template_is_refused_and_the_kept_version_runs(tmp_path: Path) 
     assert "Traceback" not in result.stderr and "template_refused" in result.stderr
     status = status_json(root)
     assert status["generation"] == 2 and status["counts"]["quarantined"] == 0
-    assert status["template"] == {"newest": kept, "versions": 1}
+    assert (status["template"]["newest"], status["template"]["versions"]) == (kept, 1)
+    assert "pyproject.toml" in status["template"]["refused"]  # until it is fixed
     for agent in (root / "agents").iterdir():
         shown = json.loads(run_evolve(root, "show", agent.name, "--json").stdout)
         assert shown["template"] == kept

@@ -86,14 +86,22 @@ def test_the_template_changes_while_the_population_runs(tmp_path: Path) -> None:
         assert (directory / "solver.py").read_text().endswith("# a comment\n")
         wait_until(lambda: any(e["template"] == second for e in read_events(root, "born")),
                    60, "a birth on the new version")
-        # A broken change is refused once; the population runs on the version in force.
+        # A broken change is refused once; the population runs on the version in force,
+        # and status says so until it is fixed.
         (package / "novelty.py").write_text("def fresh(terms:\n")
         wait_until(lambda: read_events(root, "template_refused"), 30, "the refusal")
         assert proc.poll() is None
+        assert "agent_template/ refused: " in run_evolve(root, "status").stdout
+        assert "novelty.py" in status_json(root)["template"]["refused"]
+        (package / "novelty.py").write_text(NOVELTY)
+        wait_until(lambda: status_json(root)["template"]["refused"] is None, 30, "fixed")
     finally:
         stop_life_cycle(proc)
     assert status_json(root)["counts"]["quarantined"] == 0
     assert read_events(root, "quarantined") == []
+    # The genes the template lost stay in the genomes, unexpressed: no agent "mutated"
+    # (this runtime never rewrites its genome), no score window reset.
+    assert read_events(root, "mutated") == []
     [refused] = read_events(root, "template_refused")
     assert "novelty.py" in refused["reason"]
     versions = _versions(root)["versions"]
@@ -109,6 +117,17 @@ def test_the_template_changes_while_the_population_runs(tmp_path: Path) -> None:
     assert diff["genes_added"] == ["src/agent/novelty.py:fresh"]
     text = run_evolve(root, "template").stdout
     assert second[:12] in text and "newest" in text
+    shown = run_evolve(root, "template", "--diff", first[:8], second[:8]).stdout
+    assert shown.splitlines()[0] == f"from {first[:12]} to {second[:12]}"
+    assert "  + gene src/agent/novelty.py:fresh" in shown and "newest" not in shown
+    same = run_evolve(root, "template", "--diff", first[:8], first[:8]).stdout
+    assert "no difference" in same
+    # An agent whose genome still names the lost module shows it as not its version's.
+    for agent in (root / "agents").iterdir():
+        data = _show(root, agent.name)
+        if data["template"] == second and "legacy.py" in str(data["genome"]):
+            assert "[src/agent/legacy.py]" in run_evolve(root, "show", agent.name).stdout
+            break
 
 
 def test_a_workspace_from_before_versions_adopts_its_template(tmp_path: Path) -> None:
@@ -127,6 +146,7 @@ def test_a_workspace_from_before_versions_adopts_its_template(tmp_path: Path) ->
     status = status_json(root)
     assert status["template"]["versions"] == 1
     assert status["counts"]["active"] == 4
+    assert len(read_events(root, "migrated")) == 4  # to the version of their own files
     # Now lose the kept version and change the template: its agents still move.
     shutil.rmtree(root / "workspace" / "templates")
     (root / "agent_template" / "src" / "agent" / "legacy.py").unlink()
@@ -134,5 +154,25 @@ def test_a_workspace_from_before_versions_adopts_its_template(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     status = status_json(root)
     assert status["counts"]["active"] == 4 and status["template"]["versions"] == 2
-    assert len(read_events(root, "migrated")) == 4
+    assert len(read_events(root, "migrated")) == 8
     assert not list((root / "agents").glob("*/src/agent/legacy.py"))
+
+
+def test_a_template_put_back_as_it_was_is_the_newest_again(tmp_path: Path) -> None:
+    template = write_template(tmp_path / "tpl", {"solver": SOLVER})
+    root = init_workspace(tmp_path / "ws", 3, template=template, seed=3,
+                          settings={**FAST_SETTINGS, "selection.strategy": "none"})
+    first = status_json(root)["template"]["newest"]
+    novelty = root / "agent_template" / "src" / "agent" / "novelty.py"
+    novelty.write_text(NOVELTY)
+    assert run_evolve(root, "life-cycle", "--once").returncode == 0
+    second = status_json(root)["template"]["newest"]
+    novelty.unlink()
+    assert run_evolve(root, "life-cycle", "--once").returncode == 0
+    status = status_json(root)
+    assert second != first
+    assert status["template"] == {"newest": first, "versions": 2, "refused": None}
+    versions = _versions(root)["versions"]
+    assert isinstance(versions, list)
+    assert [(v["fingerprint"], v["newest"], v["agents"]) for v in versions] == [
+        (first, True, 3), (second, False, 0)]

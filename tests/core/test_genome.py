@@ -185,16 +185,24 @@ def test_flipped_bytes_are_rejected_or_valid(catalogue: Catalogue, data: st.Data
 
 
 def test_genes_of_another_template_version_are_ignored(catalogue: Catalogue) -> None:
-    """A module or function that another version has (and this one lacks) is dropped;
-    one that no version ever had is still refused."""
+    """A module or function that another version has (and this one lacks) is kept as
+    written (its hash does not change) but never expressed; one that no version ever
+    had is still refused."""
     known = {**catalogue.genes(), "src/agent/gone.py": ("old",),
              "src/agent/alpha.py": (*catalogue.genes()["src/agent/alpha.py"], "lost")}
     tolerant = catalogue.retiring(known)
     files = [{"path": "src/agent/alpha.py", "active": True,
               "functions": {"last": True, "lost": True}},
              {"path": "src/agent/gone.py", "active": True, "functions": {"old": True}}]
-    genome = g.decode(pack(plain(catalogue, files=files)), tolerant)
-    assert genome.files == (g.FileGene("src/agent/alpha.py", True, (("last", True),)),)
+    data = pack(plain(catalogue, files=files))
+    genome = g.decode(data, tolerant)
+    assert g.decode(g.encode(genome), tolerant) == genome  # as written, canonically
+    only_current = g.decode(pack(plain(catalogue, files=[
+        {"path": "src/agent/alpha.py", "active": True, "functions": {"last": True}}])),
+        catalogue)
+    assert genome.expressed(catalogue) == only_current.expressed(catalogue)
+    assert g.expression(genome, catalogue) == {"src/agent/alpha.py",
+                                               "src/agent/alpha.py:last"}
     for strict in (catalogue, tolerant):
         with pytest.raises(GenomeError, match="never"):
             g.decode(pack(plain(catalogue, files=[

@@ -126,8 +126,6 @@ def from_plain(raw: object, catalogue: Catalogue) -> Genome:
     genes: dict[str, FileGene] = {}
     for index, item in enumerate(files):
         gene = _file_gene(item, f"files[{index}]", modules, retired)
-        if gene is None:
-            continue  # a module of another version of the template: ignored
         if gene.path in genes:
             raise GenomeError(f"files[{index}].path: {gene.path!r} appears twice")
         genes[gene.path] = gene
@@ -139,8 +137,10 @@ def from_plain(raw: object, catalogue: Catalogue) -> Genome:
 
 
 def _file_gene(item: object, where: str, modules: Mapping[str, ModuleEntry],
-               retired: Mapping[str, tuple[str, ...]]) -> FileGene | None:
-    """The gene ``item`` describes; None for a module only another version has."""
+               retired: Mapping[str, tuple[str, ...]]) -> FileGene:
+    """The gene ``item`` describes. Genes of other versions (``retired``) are kept, so
+    that the genome encodes as it was written, and never expressed (``expressed``
+    reads the catalogue's genes only)."""
     if not isinstance(item, dict):
         raise GenomeError(f"{where} must be a map, got {_kind(item)}")
     unknown = sorted(str(k) for k in item if k not in FILE_KEYS)
@@ -162,17 +162,12 @@ def _file_gene(item: object, where: str, modules: Mapping[str, ModuleEntry],
     if not isinstance(functions, dict):
         raise GenomeError(f"{where}.functions must be a map, got {_kind(functions)}")
     known = set(entry.functions) if entry is not None else set()
-    kept = []
     for name, flag in functions.items():
         if name not in known and name not in lost:
             raise GenomeError(f"{where}.functions: {name!r} is not a function of {path}")
         if type(flag) is not bool:
             raise GenomeError(f"{where}.functions[{name!r}] must be a boolean, got {_kind(flag)}")
-        if name in known:
-            kept.append((name, flag))
-    if entry is None:
-        return None
-    return FileGene(path=path, active=active, functions=tuple(sorted(kept)))
+    return FileGene(path=path, active=active, functions=tuple(sorted(functions.items())))
 
 
 def _check_state(value: object, where: str, depth: int) -> None:

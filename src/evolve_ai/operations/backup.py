@@ -12,6 +12,7 @@ builds every living agent's directory again.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -21,15 +22,17 @@ import shutil
 import tarfile
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
 from evolve_ai.core.records import AgentRow
 from evolve_ai.errors import EvolveError
 from evolve_ai.operations.making import Template, make_agents
 from evolve_ai.services import template as template_service
-from evolve_ai.services.files import fsync_dir
+from evolve_ai.services.files import fsync_dir, sync_filesystem
 from evolve_ai.services.store import Store
 from evolve_ai.services.workspace import Workspace
 from evolve_ai.workers.build import BuildFailed, BuildRequest, build_chunk, prepare
@@ -38,7 +41,8 @@ FORMAT = 1
 MANIFEST = "MANIFEST.json"
 STORE = "evolve.db"
 CONFIG = "evolve.toml"
-MAX_MEMBER = 1 << 34  # bytes: a member larger than this is no archive of ours
+MAX_MEMBER = 1 << 36  # bytes: a member larger than this is no archive of ours
+MAX_MANIFEST = 64 << 20
 AUTOMATIC = re.compile(r"evolve-g(\d+)-(\d{8}T\d{6}Z)\.tar\.gz")
 
 
@@ -66,8 +70,8 @@ def backup(workspace: Workspace, path: Path | None = None) -> Backup:
             dir=workspace.state_dir, prefix=".backup-") as scratch:
         snapshot = Path(scratch) / STORE
         store.snapshot(snapshot)
-        generation = store.generation()
-        living = len(store.living_ids())
+        with Store.open(snapshot) as copy:  # what the archive holds, not what is now
+            generation, living = copy.generation(), len(copy.living_ids())
         target = path or default_path(workspace, generation)
         if target.exists():
             raise EvolveError(f"{target} exists already: choose another path")
@@ -106,11 +110,18 @@ def prune(workspace: Workspace, keep: int) -> list[Path]:
     if not directory.is_dir():
         return []
     ours = sorted((p for p in directory.iterdir() if AUTOMATIC.fullmatch(p.name)),
-                  key=lambda p: AUTOMATIC.fullmatch(p.name).group(2))  # type: ignore[union-attr]
+                  key=_age)
     doomed = ours[:-keep] if keep else ours
     for path in doomed:
         path.unlink(missing_ok=True)
     return doomed
+
+
+def _age(path: Path) -> tuple[str, int]:
+    """When an automatic backup was taken: its UTC time, then its generation."""
+    match = AUTOMATIC.fullmatch(path.name)
+    assert match is not None
+    return match.group(2), int(match.group(1))
 
 
 def _files(base: Path) -> Iterator[Path]:
@@ -136,30 +147,51 @@ def _add(archive: tarfile.TarFile, path: Path, name: str, members: dict[str, str
 
 
 def restore(archive_path: Path, workspace: Workspace, workers: int = 1) -> Backup:
-    """Make ``workspace`` (an empty or missing directory) from the archive: its files,
-    checked against the manifest first, then every living agent's directory built
-    from its template version and genome. A life cycle there resumes."""
+    """Make ``workspace`` (an empty or missing directory) from the archive: its members
+    checked against the manifest, every living agent's directory built from its
+    template version and genome, all in a directory beside it that is renamed into
+    place at the end. A life cycle there resumes; a failed or killed restore leaves
+    the directory as it was."""
     root = workspace.root
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise EvolveError(f"{root} is not empty: restore into an empty directory")
-    contents = _read(archive_path)
-    manifest = json.loads(contents.pop(MANIFEST))
-    made_root = not root.exists()
+    if not archive_path.is_file():
+        raise EvolveError(f"{archive_path}: no such file")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    for stale in root.parent.glob(f".{root.name}.restore-*"):  # of a killed restore
+        if not _alive(stale.name.rpartition("-")[2]):
+            shutil.rmtree(stale, ignore_errors=True)
+    building = root.parent / f".{root.name}.restore-{os.getpid()}"
+    staged = Workspace(building)
     try:
-        for name, data in contents.items():
-            target = _place(workspace, name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        workspace.ensure_layout()
-        with Store.open(workspace.db_path) as store:
+        manifest = _extract(archive_path, staged)
+        staged.ensure_layout()
+        with Store.open(staged.db_path) as store:
             store.check_integrity()
             rows = store.agents("living")
-            _rebuild(workspace, rows, store, workers)
+            _rebuild(staged, rows, store, workers)
+        sync_filesystem(building)
+        if root.exists():
+            root.rmdir()  # empty, as checked
+        os.rename(building, root)
+        fsync_dir(root.parent)
     except BaseException:
-        _undo(root, made_root)
+        shutil.rmtree(building, ignore_errors=True)
         raise
-    size = archive_path.stat().st_size
-    return Backup(archive_path, int(manifest.get("generation", 0)), len(rows), size)
+    return Backup(archive_path, int(manifest.get("generation", 0)), len(rows),
+                  archive_path.stat().st_size)
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _place(workspace: Workspace, name: str) -> Path:
@@ -171,53 +203,61 @@ def _place(workspace: Workspace, name: str) -> Path:
     return workspace.root / name  # evolve.toml, agent_template/...
 
 
-def _undo(root: Path, made_root: bool) -> None:
-    """A restore that failed leaves the directory as it found it: empty (or absent)."""
-    if made_root:
-        shutil.rmtree(root, ignore_errors=True)
-        return
-    for entry in root.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-
-
-def _read(archive_path: Path) -> dict[str, bytes]:
-    """Every member of the archive, checked against its manifest: or ArchiveError."""
+def _extract(archive_path: Path, workspace: Workspace) -> dict[str, Any]:
+    """Write every member where it goes in ``workspace``, streamed, then check them all
+    against the manifest: its parsed manifest, or ArchiveError."""
     where = f"{archive_path} is not an intact evolve backup"
-    contents: dict[str, bytes] = {}
+    digests: dict[str, str] = {}
+    manifest_bytes = b""
     try:
+        # The whole gzip stream first: tar stops reading at its end marker, before the
+        # gzip trailer (CRC, length) that shows a file cut by a few bytes.
+        with gzip.open(archive_path, "rb") as whole:
+            while whole.read(1 << 20):
+                pass
         with tarfile.open(archive_path, "r:gz") as archive:
             for member in archive:
-                if not member.isfile() or not _safe(member.name) or member.size > MAX_MEMBER:
+                if (not member.isfile() or not _safe(member.name) or member.size > MAX_MEMBER
+                        or member.name in digests
+                        or (member.name == MANIFEST and manifest_bytes)):
                     raise ArchiveError(f"{where}: unexpected member {member.name!r}")
                 handle = archive.extractfile(member)
-                if handle is None or member.name in contents:
+                if handle is None:
                     raise ArchiveError(f"{where}: unexpected member {member.name!r}")
-                contents[member.name] = handle.read()
-    except FileNotFoundError:
-        raise EvolveError(f"{archive_path}: no such file") from None
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+                if member.name == MANIFEST:
+                    manifest_bytes = handle.read(MAX_MANIFEST + 1)
+                    continue
+                digests[member.name] = _copy(handle, _place(workspace, member.name))
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ArchiveError(f"{where} ({exc})") from None
     try:
-        manifest = json.loads(contents[MANIFEST])
+        manifest: dict[str, Any] = json.loads(manifest_bytes)
         files = manifest["files"]
         if manifest.get("format") != FORMAT or not isinstance(files, dict):
             raise ValueError("unknown format")
     except (KeyError, ValueError, TypeError):
         raise ArchiveError(f"{where}: no usable {MANIFEST}") from None
-    listed = set(files)
-    held = set(contents) - {MANIFEST}
+    listed, held = set(files), set(digests)
     if listed != held or STORE not in held:
         missing = sorted(listed - held) or sorted({STORE} - held)
         raise ArchiveError(f"{where}: "
                            + (f"{missing[0]} is missing" if missing
                               else f"{sorted(held - listed)[0]} is not in the manifest"))
     for name in sorted(held):
-        if hashlib.sha256(contents[name]).hexdigest() != files[name]:
+        if digests[name] != files[name]:
             raise ArchiveError(f"{where}: {name} does not match its checksum")
-    return contents
+    return manifest
+
+
+def _copy(source: IO[bytes], target: Path) -> str:
+    """Copy ``source`` to a new file ``target``; the SHA-256 of what was copied."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with open(target, "xb") as out:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
 
 
 def _safe(name: str) -> bool:
@@ -251,9 +291,10 @@ def _rebuild(workspace: Workspace, rows: list[AgentRow], store: Store, workers: 
 # --- export -------------------------------------------------------------------------------
 
 
-def export(workspace: Workspace, agent_id: str | None, destination: Path | None) -> Path:
+def export(workspace: Workspace, agent_id: str | None, destination: Path | None
+           ) -> tuple[str, Path]:
     """One agent (``None``: the best measured active one) as a directory that runs on
-    its own: ``cd DIR && PYTHONPATH=src python -m agent.main``."""
+    its own (``cd DIR && PYTHONPATH=src python -m agent.main``): its id, the directory."""
     with Store.open(workspace.db_path) as store:
         if agent_id is None:
             best = [row for row in store.agents("active", "fitness", 1)
@@ -281,4 +322,4 @@ def export(workspace: Workspace, agent_id: str | None, destination: Path | None)
         with contextlib.suppress(FileNotFoundError):
             target.rmdir()  # empty: replaced by the built agent
         os.rename(Path(staging) / row.id, target)
-    return target
+    return row.id, target

@@ -67,13 +67,15 @@ def initiate_project(
     if not 1 <= count <= MAX_AGENTS_PER_INIT:
         raise EvolveError(f"the number of agents must be between 1 and {MAX_AGENTS_PER_INIT}")
     started = time.monotonic()
-    first_init = not workspace.config_path.exists()
     # Everything that can be refused is checked before anything is created.
     config = config_service.load(workspace.config_path)
     files, catalogue = _choose_template(workspace, template)
     founder = _founder_genome(workspace, catalogue, from_genome, from_agent)
     workspace.ensure_layout()
     with workspace.lock_for_init() as life_cycle:
+        # Under the lock: an init that waited for another sees what that one made.
+        first_init = not workspace.config_path.exists()
+        config = config_service.load(workspace.config_path)
         logs.attach_file(workspace.events_log, config.logs.max_mb << 20, config.logs.files)
         log = logs.get_logger(command="init")
         if first_init:
@@ -86,7 +88,7 @@ def initiate_project(
         # is one that was lost, and making it anew would read them all as debris.
         with Store.open(workspace.db_path, create=not workspace.has_agents()) as store:
             if life_cycle is None:  # else its debris is the life cycle's to judge
-                logs.report_cleanup(workspace.clean_debris(store), workspace)
+                logs.report_cleanup(workspace.clean_debris(store, by_init=True), workspace)
             template_service.keep_version(files, catalogue, workspace.versions_dir)
             store.add_template(catalogue.fingerprint, catalogue.genes(),
                                template_service.digests(files))
@@ -97,13 +99,18 @@ def initiate_project(
                                all_or_nothing=True, workers=workers or config.workers,
                                chunk_size=config.lifecycle.chunk_size, progress=progress)
             events = _events(made)
-            store.add_agents(made.rows, [(r.genome_hash, r.genome) for r in requests], events)
+            # The size first: a life cycle that takes the agents finds it already raised.
+            previous = None if first_init else config.population.size
+            size = count if previous is None else previous + count
+            config_service.set_values(workspace.config_path, {"population.size": size})
+            try:
+                store.add_agents(made.rows, [(r.genome_hash, r.genome) for r in requests],
+                                 events)
+            except BaseException:
+                config_service.set_values(workspace.config_path,
+                                          {"population.size": previous or count})
+                raise
             total = len(store.living_ids())
-        # Read again under the lock: an init that waited for another sees its count.
-        previous = None if first_init else config_service.load(
-            workspace.config_path).population.size
-        size = count if previous is None else previous + count
-        config_service.set_values(workspace.config_path, {"population.size": size})
         built = list(made.built)
         _append_init_log(workspace, built)
         for event in events:
@@ -112,8 +119,8 @@ def initiate_project(
         log.info("init_done", created=len(built), living=total, seconds=round(elapsed, 3),
                  template=catalogue.fingerprint, population_size=size,
                  beside_life_cycle=life_cycle)
-        if life_cycle is not None:  # it re-reads evolve.toml, and sees the new agents
-            with contextlib.suppress(OSError):
+        if life_cycle is not None and workspace.held_by(life_cycle):
+            with contextlib.suppress(OSError):  # it re-reads evolve.toml at once
                 os.kill(life_cycle, signal.SIGHUP)
     return InitResult(tuple(b.agent_id for b in built), total, elapsed, catalogue.fingerprint,
                       size, previous, life_cycle)

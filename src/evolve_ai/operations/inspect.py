@@ -25,9 +25,8 @@ def status(workspace: Workspace) -> dict[str, Any]:
 
 
 def _template_summary(store: Store) -> dict[str, Any]:
-    versions = store.templates()
-    return {"newest": versions[-1].fingerprint if versions else None,
-            "versions": len(versions)}
+    return {"newest": store.newest_template(), "versions": len(store.templates()),
+            "refused": store.template_refused()}
 
 
 def templates(workspace: Workspace, diff: tuple[str, str] | None = None) -> dict[str, Any]:
@@ -36,11 +35,13 @@ def templates(workspace: Workspace, diff: tuple[str, str] | None = None) -> dict
     _clean_if_idle(workspace)
     with Store.open(workspace.db_path) as store:
         versions = store.templates()
-    data: dict[str, Any] = {"versions": [
+        newest = store.newest_template()
+        refused = store.template_refused()
+    data: dict[str, Any] = {"refused": refused, "versions": [
         {"fingerprint": v.fingerprint, "created": v.created, "agents": v.agents,
          "files": len(v.files), "genes": sum(len(f) for f in v.genes.values()),
-         "newest": i == len(versions) - 1}
-        for i, v in enumerate(versions)]}
+         "newest": v.fingerprint == newest}
+        for v in versions]}
     if diff is not None:
         # Here, not at the top: `evolve status` does without dataclasses.
         from evolve_ai.core.catalogue import version_diff
@@ -70,6 +71,10 @@ def show(workspace: Workspace, agent_id: str) -> dict[str, Any]:
         agent["genome"] = None if data is None else msgpack.unpackb(data, raw=False)
         agent["directory"] = str(workspace.agent_dir(agent["id"]))
         agent["events"] = store.events_of(agent["id"])
+        version = next((v for v in store.templates() if v.fingerprint == agent["template"]),
+                       None)
+        # What its genome names but its version lacks is never expressed: say which.
+        agent["version_genes"] = None if version is None else version.genes
         return agent
 
 

@@ -9,14 +9,17 @@ runs them in order, between passes serves the agents' I/O, and acts on signals
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import random
 import signal
+import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -48,6 +51,8 @@ class RunOptions:
     once: bool = False
     generations: int | None = None
     seed: int | None = None
+    # Settings given on the command line: they win over evolve.toml at every reload.
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -66,6 +71,7 @@ class LifeManager:
         self.options = options
         self.log = logs.get_logger(command="life-cycle")
         self.passes = 0
+        self._backing_up: threading.Thread | None = None  # an automatic backup at work
         self.stop_reason: str | None = None
         self.reload_requested = False
         self.sandbox_reported = False
@@ -124,17 +130,28 @@ class LifeManager:
         return summary
 
     def _backup(self) -> None:
-        """An automatic backup (``backup.every``); a failure is logged, never fatal."""
-        started = time.monotonic()
-        try:
-            made = backups.backup(self.workspace)
-            pruned = backups.prune(self.workspace, self.config.backup.keep)
-        except (OSError, EvolveError) as error:
-            self.log.error("backup_failed", error=str(error))
+        """An automatic backup (``backup.every``) on a thread of its own, so that the
+        agents' answers are read on time meanwhile; one at a time; a failure is
+        logged, never fatal."""
+        if self._backing_up is not None and self._backing_up.is_alive():
+            self.log.warning("backup_skipped", reason="the previous one is still running")
             return
-        self.log.info("backup_done", path=str(made.path), agents=made.agents,
-                      bytes=made.size, pruned=len(pruned),
-                      seconds=round(time.monotonic() - started, 3))
+        keep = self.config.backup.keep
+
+        def run() -> None:
+            started = time.monotonic()
+            try:
+                made = backups.backup(self.workspace)
+                pruned = backups.prune(self.workspace, keep)
+            except (OSError, EvolveError, sqlite3.Error) as error:
+                self.log.error("backup_failed", error=str(error))
+                return
+            self.log.info("backup_done", path=str(made.path), agents=made.agents,
+                          bytes=made.size, pruned=len(pruned),
+                          seconds=round(time.monotonic() - started, 3))
+
+        self._backing_up = threading.Thread(target=run, name="evolve-backup", daemon=True)
+        self._backing_up.start()
 
     def _say_population(self) -> None:
         """What selection will do to a population other than ``population.size``."""
@@ -153,8 +170,9 @@ class LifeManager:
         self.passes += 1
         self.population.absorb(self.supervisor.drain_events())  # seen while waiting
         added = persistence.take_new()
-        if added:
+        if added:  # an init beside us: it raised population.size before listing them
             self.log.info("agents_added", count=len(added), living=len(self.population.living()))
+            self._reload()
         self.versions.refresh(store)
         self.scanner.apply(self.scanner.scan(self.pool), store, time.monotonic())
         now = time.monotonic()
@@ -237,6 +255,8 @@ class LifeManager:
 
     def _shutdown(self, persistence: Persistence) -> None:
         self.supervisor.shutdown(time.monotonic(), self.config.supervisor.stop_timeout)
+        if self._backing_up is not None:  # a backup under way is finished, not torn
+            self._backing_up.join()
         for agent in self.population.agents.values():
             agent.pending.clear()
         try:
@@ -254,6 +274,8 @@ class LifeManager:
         self.reload_requested = False
         try:
             config = config_service.load(self.workspace.config_path)
+            if self.options.overrides:  # the command line still wins over the file
+                config = config.with_overrides(self.options.overrides, "command line")
             environment = load_environment(config.environment,
                                            Settings(config.evaluation.energy_cost))
             strategy = load_strategy(config.selection.strategy)
@@ -327,6 +349,7 @@ def run_life_cycle(workspace: Workspace, options: RunOptions,
     config = config_service.load(workspace.config_path)
     if overrides:
         config = config.with_overrides(overrides, "command line")
+        options = dataclasses.replace(options, overrides=dict(overrides))
     with workspace.lock("life-cycle"):
         logs.attach_file(workspace.events_log, config.logs.max_mb << 20, config.logs.files)
         with Store.open(workspace.db_path) as store:

@@ -31,6 +31,9 @@ from evolve_ai.workers.build import PYPROJECT, agent_pyproject, named_pyproject,
 
 # What the life cycle does with an agent whose tree cannot be migrated: (agent, reason).
 Quarantine = Callable[[LiveAgent, str], None]
+# Errors of a migration that show a tree the orchestrator did not make (links, files
+# where directories go): the agent's doing. Any other (a full disk) is the machine's.
+TAMPERING = frozenset({errno.ENOTDIR, errno.ELOOP, errno.EISDIR, errno.ENOTEMPTY})
 
 
 class Versions:
@@ -58,18 +61,30 @@ class Versions:
                 self._refused = str(error)
                 self.population.event("template_refused", None, reason=str(error),
                                       level="error")
+                store.set_template_refused(str(error))  # for status, until it is fixed
             if self.population.template is None:
                 self._resume_newest(store, error)
             return
+        if self._refused is not None or self.population.template is None:
+            store.set_template_refused(None)
         self._refused = None
         current = self.population.template
         if current is None or catalogue.fingerprint != current.catalogue.fingerprint:
-            self._adopt(store, files, catalogue)
+            try:
+                self._adopt(store, files, catalogue)
+            except OSError as error:  # it cannot be kept (a full disk): not yet, then
+                self.log.error("template_not_kept", error=str(error))
+                if current is None:
+                    raise
+                return
         self._migrate_idle()
 
     def _resume_newest(self, store: Store, error: TemplateError) -> None:
         """The template is broken at a start: run the newest version kept, if any."""
-        for version in reversed(store.templates()):
+        newest = store.newest_template()
+        candidates = sorted(store.templates(), reverse=True,
+                            key=lambda v: (v.fingerprint == newest, v.created))
+        for version in candidates:
             try:
                 files, catalogue = template_service.load_version(
                     self.workspace.versions_dir, version.fingerprint)
@@ -94,9 +109,8 @@ class Versions:
         self.population.versions = versions
         self.population.template = newest
         for agent in self.population.agents.values():
-            if agent.template is None:  # listed before versions were kept
-                agent.template, agent.dirty = catalogue.fingerprint, True
-            if agent.template not in versions:
+            # Agents listed before versions were kept (None) migrate like any other.
+            if agent.template is not None and agent.template not in versions:
                 self._load_version(store, agent.template)
         template_service.publish_catalogue(catalogue, self.workspace.commons_dir)
         if previous is not None:
@@ -126,7 +140,7 @@ class Versions:
         Files are written without a flush each, under one barrier before the pass is
         saved. A crash before the store records their new version leaves them on the
         old one in the store: at the next start they run no process, so they are
-        migrated again, and ``migrate`` makes their tree the new version's whatever
+        migrated again, and ``migrate`` makes their tree the newest version's whatever
         state it was left in.
         """
         newest = self.population.template
@@ -139,28 +153,30 @@ class Versions:
         started = time.monotonic()
         pyproject = newest.files.get(PYPROJECT)
         named = None if pyproject is None else named_pyproject(pyproject)  # parsed once
-        for agent in moving:
-            old = self.population.versions.get(agent.template or "")
-            self._migrate(agent, None if old is None else old.files, named)
+        moved = sum(self._migrate(agent, named) for agent in moving)
         sync_filesystem(self.workspace.agents_dir)
-        self.log.info("migration_done", agents=len(moving), template=fingerprint,
+        self.log.info("migration_done", agents=moved, template=fingerprint,
                       seconds=round(time.monotonic() - started, 4))
 
-    def _migrate(self, agent: LiveAgent, old: Mapping[str, bytes] | None,
-                 named: str | None) -> None:
-        """Move one agent to the newest version (``old``: its version's files, if known)."""
+    def _migrate(self, agent: LiveAgent, named: str | None) -> bool:
+        """Move one agent to the newest version; whether it moved."""
         newest = self.population.template
         assert newest is not None
         fingerprint = newest.catalogue.fingerprint
-        directory = self.workspace.agent_dir(agent.id)
         try:
-            migrate(directory, old, newest.files, agent.id, named)
+            migrate(self.workspace.agent_dir(agent.id), newest.files, agent.id, named)
         except OSError as error:
-            self.quarantine(agent, f"tampered: cannot migrate to template {fingerprint}: {error}")
-            return
+            if error.errno in TAMPERING:  # its tree is not what the orchestrator made
+                self.quarantine(agent, f"tampered: cannot migrate to template "
+                                       f"{fingerprint}: {error}")
+            else:  # the machine's fault (a full disk...): it stays, and is tried again
+                self.log.error("migration_failed", agent=agent.id, template=fingerprint,
+                               error=str(error))
+            return False
         self.population.event("migrated", agent.id, previous=agent.template,
                               template=fingerprint)
         agent.template, agent.stats, agent.dirty = fingerprint, None, True
+        return True
 
 
 def _sources(directory: Path) -> set[str]:
@@ -174,28 +190,48 @@ def _sources(directory: Path) -> set[str]:
     return found
 
 
-def migrate(directory: Path, old: Mapping[str, bytes] | None, new: Mapping[str, bytes],
-            agent_id: str, named: str | None = None) -> None:
-    """Make an agent's copy of the template exactly ``new``'s: what else its ``src/``
-    holds (files of ``old``, its version; what a crash left) removed, files that differ
-    from ``old`` (all of them, if ``old`` is unknown) written, without a flush: the
-    caller syncs. Its genome, wiring and own files stay. ``named``: ``new``'s
-    pyproject.toml through ``named_pyproject``, for a caller migrating many agents.
+def migrate(directory: Path, new: Mapping[str, bytes], agent_id: str,
+            named: str | None = None) -> None:
+    """Make an agent's copy of the template exactly ``new``: whatever else its
+    ``src/`` holds (another version's files, what a crash left) removed, each file
+    that differs from ``new`` on disk written, without a flush (the caller syncs).
+    Its genome, wiring and own files stay. ``named``: ``new``'s pyproject.toml through
+    ``named_pyproject``, for a caller migrating many agents.
 
     Nothing is followed through a link: a path whose directories are not plain
-    directories of the agent's raises OSError (the agent tampered with its tree).
+    directories of the agent's, or whose file is not a plain file, raises OSError
+    with an errno of ``TAMPERING`` (the agent tampered with its tree).
     """
     for path in sorted(_sources(directory) - set(new)):
         _checked(directory, path).unlink(missing_ok=True)
-    known = old or {}
     for path, content in new.items():
-        if old is not None and known.get(path) == content:
-            continue
         data = content
         if path == PYPROJECT:
             data = agent_pyproject(named if named is not None else named_pyproject(content),
                                    agent_id)
-        atomic_write(_checked(directory, path, create=True), data, durable=False)
+        target = _checked(directory, path, create=True)
+        if _holds(target, data):
+            continue
+        atomic_write(target, data, durable=False)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether ``path`` is a plain file holding exactly ``data`` (never through a link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a link planted where a file of ours goes
+            raise OSError(errno.ELOOP, f"{path} is a link") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EISDIR, f"{path} is not a plain file")
+        return info.st_size == len(data) and os.read(fd, len(data) + 1) == data
+    finally:
+        os.close(fd)
 
 
 def _checked(directory: Path, path: str, create: bool = False) -> Path:

@@ -288,14 +288,37 @@ class Store:
 
     def add_template(self, fingerprint: str, genes: Mapping[str, Sequence[str]],
                      files: Mapping[str, str]) -> bool:
-        """Record a template version (its genes, its files' digests); False if known."""
+        """Record a template version (its genes, its files' digests) and make it the
+        newest (a content the template had before may come back); False if known."""
         with self.transaction() as db:
-            return db.execute(
+            added = db.execute(
                 "INSERT OR IGNORE INTO templates (fingerprint, created, genes, files) "
                 "VALUES (?, ?, ?, ?)",
                 (fingerprint, time.time(), json.dumps({k: list(v) for k, v in genes.items()},
                                                       sort_keys=True),
                  json.dumps(dict(files), sort_keys=True))).rowcount == 1
+            db.execute("INSERT INTO meta (key, value) VALUES ('template', ?) ON CONFLICT "
+                       "(key) DO UPDATE SET value = excluded.value", (fingerprint,))
+            return added
+
+    def template_refused(self) -> str | None:
+        """Why the life cycle refuses ``agent_template/`` as it is now (None: it does not)."""
+        row = self._db.execute(
+            "SELECT value FROM meta WHERE key = 'template_refused'").fetchone()
+        return None if row is None else str(row[0])
+
+    def set_template_refused(self, reason: str | None) -> None:
+        with self.transaction() as db:
+            if reason is None:
+                db.execute("DELETE FROM meta WHERE key = 'template_refused'")
+            else:
+                db.execute("INSERT INTO meta (key, value) VALUES ('template_refused', ?) ON "
+                           "CONFLICT (key) DO UPDATE SET value = excluded.value", (reason,))
+
+    def newest_template(self) -> str | None:
+        """The version births use: the one the template was made last."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'template'").fetchone()
+        return None if row is None else str(row[0])
 
     def snapshot(self, destination: Path) -> None:
         """A consistent copy of the store at ``destination`` (SQLite's online backup: the
@@ -433,7 +456,9 @@ class Store:
         genomes: Iterable[tuple[str, bytes]],
         events: Iterable[Event],
     ) -> None:
-        """List new agents, keep their genomes and log their events: all or nothing."""
+        """List new agents, keep their genomes and log their events: all or nothing.
+        Founders made before the first generation closes are generation 0's births;
+        later ones (an init beside a life cycle) join the next generation's population."""
         now = time.time()
         generation = self.generation()
         with self.transaction() as db:
@@ -442,6 +467,8 @@ class Store:
             )
             self._insert_agents(records)
             self._insert_events(events, generation)
+            if generation:  # a closed generation's row stays as it was closed
+                return
             living = db.execute("SELECT count(*) FROM agents WHERE status != 'dead'").fetchone()[0]
             db.execute(
                 "INSERT INTO generations (generation, time, population, births, deaths) "

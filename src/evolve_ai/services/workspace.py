@@ -89,6 +89,10 @@ class Workspace:
         return self.state_dir / "evolve.lock"
 
     @property
+    def init_lock_path(self) -> Path:
+        return self.state_dir / "init.lock"
+
+    @property
     def staging_dir(self) -> Path:
         """Where agents are built before they are moved, complete, into ``agents/``."""
         return self.state_dir / "staging"
@@ -164,8 +168,7 @@ class Workspace:
         ``init`` then adds agents beside it (yields its pid, else None), leaving debris
         and everything but its own agents alone."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state_dir / "init.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                     0o644)
+        fd = os.open(self.init_lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the init before this one
             held = contextlib.ExitStack()
@@ -178,6 +181,22 @@ class Workspace:
                     raise
             with held:
                 yield beside
+        finally:
+            os.close(fd)
+
+    def held_by(self, pid: int) -> bool:
+        """Whether ``evolve.lock`` is held now and says ``pid`` holds it (so that a signal
+        for its holder reaches no other process that took its pid since)."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(fd)[1] == pid
+        else:
+            return False  # nobody holds it: that process is gone
         finally:
             os.close(fd)
 
@@ -211,15 +230,34 @@ class Workspace:
         finally:
             os.close(fd)
 
-    def clean_debris(self, store: Vouching) -> Cleanup:
+    def init_at_work(self) -> bool:
+        """Whether an ``init`` holds ``init.lock`` (working beside a life cycle, maybe)."""
+        try:
+            fd = os.open(self.init_lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def clean_debris(self, store: Vouching, *, by_init: bool = False) -> Cleanup:
         """Tidy what an interrupted command left, deleting only what the store vouches for.
 
-        Call only under the lock. Staging areas (agents half-built, never listed) are
+        Call only under the lock; ``by_init``: from the init that holds ``init.lock``
+        (while another holds it, nothing is cleaned). Staging areas (agents half-built,
+        never listed) are
         deleted; in ``trash/``, the remains of dead agents; an agent directory the store
         does not list is moved to ``trash/`` and kept, never deleted. Only entries named
         like agent ids are touched in ``agents/``. A store that knows no agent at all
         beside an ``agents/`` that holds some is refused: it is not this population's.
         """
+        if not by_init and self.init_at_work():
+            # Its agents are in agents/ a moment before they are listed: not debris.
+            return Cleanup()
         unlisted = []
         if self.agents_dir.is_dir():
             living = store.living_ids()
