@@ -30,6 +30,7 @@ class Evaluator:
         self.environment = environment
         self.rng = rng
         self.log = logs.get_logger(command="life-cycle")
+        self.totals = {"sent": 0, "answered": 0, "late": 0}  # tasks, since the start
 
     def send_tasks(self, now: float) -> None:
         """A batch of tasks to each running agent that has none outstanding."""
@@ -45,6 +46,7 @@ class Evaluator:
             if self.supervisor.send(agent_id, *({"type": "task", "id": task.id,
                                                  "data": task.data} for task in tasks)):
                 agent.pending.update((task.id, (task, deadline)) for task in tasks)
+                self.totals["sent"] += len(tasks)
 
     def on_message(self, agent_id: str, message: dict[str, Any]) -> None:
         """An agent said something after hello (the supervisor's message handler)."""
@@ -57,6 +59,7 @@ class Evaluator:
             return  # late, duplicate or invented: worth nothing
         task, deadline = entry
         late = self.supervisor.clock() > deadline
+        self.totals["late" if late else "answered"] += 1
         self._score(agent, 0.0 if late else self._safe_score(task, message.get("value")))
 
     def expire(self, now: float) -> None:
@@ -65,6 +68,7 @@ class Evaluator:
             expired = [tid for tid, (_, deadline) in agent.pending.items() if now > deadline]
             for task_id in expired:
                 del agent.pending[task_id]
+                self.totals["late"] += 1
                 self._score(agent, 0.0)
 
     def drain(self, stopping: Callable[[], bool]) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from evolve_ai.core.records import AgentRow, GenerationRow
+from evolve_ai.core.records import AgentRow, Event, GenerationRow
 from evolve_ai.core.selection.builtins import load_strategy
 from evolve_ai.environments import Settings, load_environment
 from evolve_ai.errors import EvolveError
@@ -40,6 +40,7 @@ from evolve_ai.services import logs
 from evolve_ai.services.config import Config
 from evolve_ai.services.forkserver_launcher import ForkServerLauncher
 from evolve_ai.services.launcher import Launcher
+from evolve_ai.services.metrics import Metrics, parse_listen
 from evolve_ai.services.notifier import Notifier
 from evolve_ai.services.store import Store
 from evolve_ai.services.supervisor import Supervisor, SupervisorSettings
@@ -71,6 +72,8 @@ class LifeManager:
         self.options = options
         self.log = logs.get_logger(command="life-cycle")
         self.passes = 0
+        self.metrics: Metrics | None = None  # when metrics.listen is set
+        self._described: tuple[str | None, str, str] | None = None  # its info, as said
         self._backing_up: threading.Thread | None = None  # an automatic backup at work
         self.stop_reason: str | None = None
         self.reload_requested = False
@@ -108,6 +111,7 @@ class LifeManager:
             self.log.info("life_cycle_started", agents=len(self.population.agents),
                           generation=self.population.generation, seed=self.options.seed)
             self._say_population()
+            self._serve_metrics()
             try:
                 while self.stop_reason is None:
                     self._pass(store, persistence)
@@ -128,6 +132,44 @@ class LifeManager:
         summary.generations = self.population.generation
         summary.generations_run = self.generations.closed
         return summary
+
+    def _serve_metrics(self) -> None:
+        """Serve ``metrics.listen``; one that cannot be served is an error, not a stop."""
+        listen = self.config.metrics.listen
+        if not listen:
+            return
+        metrics = Metrics()
+        try:
+            metrics.serve(*parse_listen(listen))
+        except OSError as error:
+            self.log.error("metrics_unavailable", listen=listen, error=str(error))
+            return
+        self.metrics = metrics
+        self.log.info("metrics_served", listen=listen)
+
+    def _measure(self, events: list[Event], seconds: float) -> None:
+        """The pass, in the metrics (when served)."""
+        metrics = self.metrics
+        if metrics is None:
+            return
+        metrics.count(events)
+        metrics.pass_seconds.observe(seconds)
+        for latency in self.supervisor.take_hellos():
+            metrics.hello_seconds.observe(latency)
+        metrics.tally_tasks(self.evaluator.totals)
+        statuses: dict[str, int] = {}
+        for agent in self.population.agents.values():
+            statuses[agent.status] = statuses.get(agent.status, 0) + 1
+        active = self.population.active()
+        metrics.set_population(statuses, self.supervisor.states(a.id for a in active),
+                               self.population.generation,
+                               [a.fitness for a in active if a.fitness is not None])
+        template = self.population.template
+        described = (None if template is None else template.catalogue.fingerprint,
+                     self.config.selection.strategy, self.config.environment)
+        if template is not None and described != self._described:  # first, or changed
+            metrics.describe(template.catalogue.fingerprint, *described[1:])
+            self._described = described
 
     def _backup(self) -> None:
         """An automatic backup (``backup.every``) on a thread of its own, so that the
@@ -193,8 +235,9 @@ class LifeManager:
             births += self.generations.guard(store)
         except Extinct as error:
             extinct = error
-        self.notifier.publish(persistence.save(generations, births,
-                                               self.config.logs.event_generations))
+        saved = persistence.save(generations, births, self.config.logs.event_generations)
+        self.notifier.publish(saved)
+        self._measure(saved, time.monotonic() - started)
         if extinct is not None:  # saved first: the error is recorded with the pass
             self.stop_reason = "extinction"
             raise extinct
@@ -237,6 +280,8 @@ class LifeManager:
         said = {"sandbox": sandbox.status, "processes": sandbox.processes,
                 "memory": sandbox.memory, "uids": uids}
         store.set_sandbox(said)
+        if self.metrics is not None:
+            self.metrics.set_sandbox(said)
         if sandbox.degraded or (problem and os.geteuid() == 0):
             self.log.warning("sandbox_degraded", **said)
         else:

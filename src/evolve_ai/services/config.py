@@ -176,6 +176,21 @@ class LogsSection:
     event_generations: int = _key(100, "generations of events kept in the store", _positive)
 
 
+def _listen(value: Any) -> str | None:
+    if value == "":
+        return None
+    host, _, port = str(value).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return "must be host:port (e.g. 127.0.0.1:9464), or empty for none"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSection:
+    listen: str = _key("", "host:port of the Prometheus endpoint, e.g. 127.0.0.1:9464; "
+                           "empty: none", _listen)
+
+
 @dataclass(frozen=True, slots=True)
 class BackupSection:
     every: int = _key(0, "generations between automatic backups (backups/); 0: none",
@@ -199,6 +214,7 @@ class Config:
     sandbox: SandboxSection = field(default_factory=SandboxSection)
     logs: LogsSection = field(default_factory=LogsSection)
     backup: BackupSection = field(default_factory=BackupSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
 
     @property
     def workers(self) -> int:

@@ -100,6 +100,7 @@ class Supervisor:
         # False for a clock that moves only when a test moves it: waiting would never end.
         self._blocks = blocking
         self._agents: dict[str, AgentProcess] = {}
+        self._hellos: list[float] = []  # launch-to-hello seconds, since taken
         self._events: list[Event] = []
         self._selector = selectors.DefaultSelector()
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -149,6 +150,20 @@ class Supervisor:
         for agent_id in changed:
             self._agents[agent_id].dirty = False
         return changed
+
+    def take_hellos(self) -> list[float]:
+        """Seconds from launch to hello of the agents that said it since the last call."""
+        hellos, self._hellos = self._hellos, []
+        return hellos
+
+    def states(self, agent_ids: Iterable[str]) -> dict[str, int]:
+        """How many of ``agent_ids`` are in each process state (no process: stopped)."""
+        counts: dict[str, int] = {}
+        for agent_id in agent_ids:
+            proc = self._agents.get(agent_id)
+            state = "stopped" if proc is None else proc.state
+            counts[state] = counts.get(state, 0) + 1
+        return counts
 
     def sandbox(self) -> Sandbox | None:
         """How agents are confined; None until the launcher has started."""
@@ -363,6 +378,7 @@ class Supervisor:
         for message in reader.read():
             if message["type"] == "hello" and proc.state == "starting":
                 proc.state, proc.hello_at, proc.dirty = "running", now, True
+                self._hellos.append(now - proc.started_at)
             elif proc.state == "running":
                 self.on_message(agent_id, message)
         proc.malformed += reader.malformed - proc.read_malformed

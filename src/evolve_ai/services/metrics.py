@@ -1,0 +1,138 @@
+"""Prometheus metrics of a running life cycle, served by ``prometheus_client``.
+
+The loop updates the metrics once per pass (a few gauge sets and counter increments);
+``prometheus_client``'s own HTTP server answers scrapes on a thread of its own, from
+the values as the last pass left them: a scrape never waits for a pass, and a pass
+never waits for a scrape longer than a value's lock. Label values are bounded sets
+(statuses, process states, limit kinds, sandbox layers): never one per agent.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import start_http_server
+
+from evolve_ai.core.records import PROCESS_STATES, STATUSES, Event
+from evolve_ai.errors import ConfigError
+
+# Events counted, by the name of their counter (``evolve_<name>_total``).
+COUNTED = {"born": "births", "died": "deaths", "crashed": "crashes",
+           "restarted": "restarts", "quarantined": "quarantines", "disabled": "disables",
+           "mutated": "mutations", "founded": "founders", "migrated": "migrations"}
+LIMITS = ("processes", "memory", "cpu", "unmeasured_rewrites", "disk")
+LAYERS = ("namespaces", "pid_namespace", "no_user_namespaces", "pids_cgroup",
+          "memory_cgroup", "own_uids")
+PASS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+HELLO_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) as (host, port); ConfigError otherwise."""
+    host, _, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"metrics.listen must be host:port (e.g. 127.0.0.1:9464), "
+                          f"got {listen!r}")
+    return host, int(port)
+
+
+class Metrics:
+    """The life cycle's metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.agents = Gauge("evolve_agents", "Agents by status.", ["status"], registry=r)
+        self.processes = Gauge("evolve_agent_processes",
+                               "Agent processes by state (active agents).", ["state"],
+                               registry=r)
+        self.generation = Gauge("evolve_generation", "The last generation closed.",
+                                registry=r)
+        self.fitness = Gauge("evolve_fitness", "Fitness of the measured active agents.",
+                             ["stat"], registry=r)
+        self.events = {name: Counter(f"evolve_{name}", f"{name.capitalize()} so far.",
+                                     registry=r) for name in COUNTED.values()}
+        self.limits = Counter("evolve_limit_breaches", "Limit breaches, by limit.", ["what"],
+                              registry=r)
+        self.tasks = Counter("evolve_tasks", "Tasks, by outcome (sent, answered, late).",
+                             ["outcome"], registry=r)
+        self.pass_seconds = Histogram("evolve_pass_duration_seconds",
+                                      "Wall time of a pass.", buckets=PASS_BUCKETS,
+                                      registry=r)
+        self.hello_seconds = Histogram("evolve_launch_hello_seconds",
+                                       "From an agent's launch to its hello.",
+                                       buckets=HELLO_BUCKETS, registry=r)
+        self.sandbox = Gauge("evolve_sandbox_layer",
+                             "Sandbox layers in force (1) or not (0).", ["layer"],
+                             registry=r)
+        self.info = Info("evolve_life_cycle", "The running life cycle.", registry=r)
+        for status in STATUSES:
+            self.agents.labels(status)
+        for state in PROCESS_STATES:
+            self.processes.labels(state)
+        for stat in ("mean", "max", "min"):
+            self.fitness.labels(stat)
+        for what in LIMITS:
+            self.limits.labels(what)
+        for outcome in ("sent", "answered", "late"):
+            self.tasks.labels(outcome)
+        self._tasks = {"sent": 0, "answered": 0, "late": 0}
+
+    def serve(self, host: str, port: int) -> None:
+        """Answer scrapes on ``host:port`` from a daemon thread (OSError if it cannot)."""
+        start_http_server(port, addr=host, registry=self.registry)
+
+    def describe(self, template: str, strategy: str, environment: str) -> None:
+        self.info.info({"version": importlib.metadata.version("evolve-ai"),
+                        "template": template, "strategy": strategy,
+                        "environment": environment})
+
+    def count(self, events: Iterable[Event]) -> None:
+        for event in events:
+            name = COUNTED.get(event.kind)
+            if name is not None:
+                self.events[name].inc()
+            elif event.kind == "limit":
+                what = str(dict(event.data).get("what"))
+                self.limits.labels(what if what in LIMITS else "other").inc()
+
+    def tally_tasks(self, totals: Mapping[str, int]) -> None:
+        """The evaluator's running totals; counters move by the difference."""
+        for outcome, total in totals.items():
+            grown = total - self._tasks.get(outcome, 0)
+            if grown > 0:
+                self.tasks.labels(outcome).inc(grown)
+            self._tasks[outcome] = total
+
+    def set_population(self, statuses: Mapping[str, int], states: Mapping[str, int],
+                       generation: int, fitness: Iterable[float]) -> None:
+        for status in STATUSES:
+            self.agents.labels(status).set(statuses.get(status, 0))
+        for state in PROCESS_STATES:
+            self.processes.labels(state).set(states.get(state, 0))
+        self.generation.set(generation)
+        values = list(fitness)
+        summary = ({"mean": sum(values) / len(values), "max": max(values), "min": min(values)}
+                   if values else {"mean": float("nan"), "max": float("nan"),
+                                   "min": float("nan")})
+        for stat, value in summary.items():
+            self.fitness.labels(stat).set(value)
+
+    def set_sandbox(self, said: Mapping[str, Any]) -> None:
+        """From the sandbox report (``sandbox``, ``processes``, ``memory``, ``uids``)."""
+        status = str(said.get("sandbox", ""))
+        layers = {
+            "namespaces": status.startswith("namespaces"),
+            "pid_namespace": status.startswith("namespaces")
+            and "no pid namespace" not in status,
+            "no_user_namespaces": status == "namespaces",
+            "pids_cgroup": said.get("processes") == "pids cgroup",
+            "memory_cgroup": said.get("memory") == "memory cgroup",
+            "own_uids": said.get("uids") == "one per agent",
+        }
+        for layer in LAYERS:
+            self.sandbox.labels(layer).set(1 if layers[layer] else 0)
