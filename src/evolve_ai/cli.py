@@ -195,6 +195,18 @@ def agents(state: _State, status: str, order: str, limit: int | None, as_json: b
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
+@click.pass_obj
+def webhooks(state: _State, as_json: bool) -> None:
+    """Each webhook endpoint: backlog, deliveries, drops, last success and error."""
+    from evolve_ai.operations import inspect
+
+    with _errors(state):
+        rows = inspect.webhooks(state.workspace())
+    click.echo(render.dumps(rows) if as_json else render.webhooks_text(rows))
+
+
+@cli.command()
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.pass_obj
 def backup(state: _State, path: Path | None) -> None:

@@ -119,3 +119,23 @@ def agents_text(rows: list[dict[str, Any]]) -> str:
               f"{r['evaluations']:>6} {r['restarts']:>8} {r['active_functions']:>5} "
               f"{r['process']:<8} {(r['template'] or '-')[:12]}" for r in rows]
     return "\n".join(lines)
+
+
+def webhooks_text(rows: list[dict[str, Any]]) -> str:
+    import time
+
+    def when(stamp: float | None) -> str:
+        return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S",
+                                                       time.localtime(stamp))
+
+    if not rows:
+        return "no webhook endpoint ([[webhooks]] in evolve.toml)"
+    lines = []
+    for row in rows:
+        gone = "" if row["configured"] else " (no longer in evolve.toml)"
+        lines += [f"{row['url']}{gone}",
+                  f"  backlog {row['backlog']} (oldest {when(row['oldest'])}), delivered "
+                  f"{row['delivered']}, dropped {row['dropped']}",
+                  f"  last success {when(row['last_success'])}; last error "
+                  f"{row['last_error'] or '-'} ({when(row['last_error_at'])})"]
+    return "\n".join(lines)

@@ -110,3 +110,22 @@ def _clean_if_idle(workspace: Workspace) -> None:
                 from evolve_ai.services import logs
 
                 logs.report_cleanup(cleanup, workspace)
+
+
+def webhooks(workspace: Workspace) -> list[dict[str, Any]]:
+    """Each endpoint of ``[[webhooks]]`` (and any other the outbox still holds
+    messages for): its backlog, the oldest waiting, deliveries, drops, last success and
+    last error."""
+    from evolve_ai.services import config as config_service
+
+    endpoints = config_service.load(workspace.config_path).webhooks
+    _clean_if_idle(workspace)
+    with Store.open(workspace.db_path) as store:
+        report = store.webhook_report()
+    blank = {"backlog": 0, "oldest": None, "delivered": 0, "dropped": 0,
+             "last_success": None, "last_error": None, "last_error_at": None}
+    rows = [{"url": e.url, "events": list(e.events), "configured": True,
+             **blank, **report.pop(e.url, {})} for e in endpoints]
+    rows += [{"url": url, "events": [], "configured": False, **blank, **seen}
+             for url, seen in sorted(report.items())]
+    return rows

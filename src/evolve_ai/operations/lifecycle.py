@@ -44,6 +44,7 @@ from evolve_ai.services.metrics import Metrics, parse_listen
 from evolve_ai.services.notifier import Notifier
 from evolve_ai.services.store import Store
 from evolve_ai.services.supervisor import Supervisor, SupervisorSettings
+from evolve_ai.services.webhooks import Deliverer
 from evolve_ai.services.workspace import Workspace
 
 
@@ -73,6 +74,8 @@ class LifeManager:
         self.log = logs.get_logger(command="life-cycle")
         self.passes = 0
         self.metrics: Metrics | None = None  # when metrics.listen is set
+        self.deliverer: Deliverer | None = None  # when [[webhooks]] are set
+        self.persistence: Persistence | None = None
         self._described: tuple[str | None, str, str] | None = None  # its info, as said
         self._backing_up: threading.Thread | None = None  # an automatic backup at work
         self.stop_reason: str | None = None
@@ -107,6 +110,8 @@ class LifeManager:
         summary = RunSummary()
         with self._signals(), self._pool(), Store.open(self.workspace.db_path) as store:
             persistence = Persistence(store, self.population, self.supervisor)
+            self.persistence = persistence
+            self._send_webhooks()
             persistence.resume()
             self.log.info("life_cycle_started", agents=len(self.population.agents),
                           generation=self.population.generation, seed=self.options.seed)
@@ -132,6 +137,19 @@ class LifeManager:
         summary.generations = self.population.generation
         summary.generations_run = self.generations.closed
         return summary
+
+    def _send_webhooks(self) -> None:
+        """Queue the events for ``[[webhooks]]`` and run their senders (again, after a
+        reload that changed them)."""
+        if self.deliverer is not None:
+            self.deliverer.stop()
+            self.deliverer = None
+        endpoints = self.config.webhooks
+        if self.persistence is not None:
+            self.persistence.webhooks = endpoints
+        if endpoints:
+            self.deliverer = Deliverer(self.workspace.db_path, endpoints)
+            self.deliverer.start()
 
     def _serve_metrics(self) -> None:
         """Serve ``metrics.listen``; one that cannot be served is an error, not a stop."""
@@ -237,6 +255,8 @@ class LifeManager:
             extinct = error
         saved = persistence.save(generations, births, self.config.logs.event_generations)
         self.notifier.publish(saved)
+        if self.deliverer is not None:
+            self.deliverer.wake()
         self._measure(saved, time.monotonic() - started)
         if extinct is not None:  # saved first: the error is recorded with the pass
             self.stop_reason = "extinction"
@@ -308,6 +328,8 @@ class LifeManager:
             self.notifier.publish(persistence.save())
             self._bury()
         finally:
+            if self.deliverer is not None:  # what is left waits in the outbox
+                self.deliverer.stop()
             self.supervisor.close()
             self.notifier.close()
             self.generations.close_shredder()
@@ -329,7 +351,10 @@ class LifeManager:
             self.log.error("reload_refused", error=str(exc))
             return
         self.notifier.close()
+        changed_webhooks = config.webhooks != self.config.webhooks
         self.config, self.notifier = config, notifier
+        if changed_webhooks:
+            self._send_webhooks()
         for stage in (self.scanner, self.scheduler, self.evaluator, self.generations):
             stage.config = config
         self.evaluator.environment, self.generations.strategy = environment, strategy

@@ -15,8 +15,10 @@ import psutil
 from evolve_ai.core.records import AgentRow, AgentUpdate, Event, GenerationRow
 from evolve_ai.operations.population import LiveAgent, Population
 from evolve_ai.services import logs
+from evolve_ai.services.config import Webhook
 from evolve_ai.services.store import Store
 from evolve_ai.services.supervisor import Supervisor
+from evolve_ai.services.webhooks import messages
 
 _PROCESS_FIELDS = frozenset({"restarts", "process", "pid", "pid_started"})
 _AGENT_FIELDS = tuple(f for f in AgentUpdate._fields if f not in _PROCESS_FIELDS)
@@ -29,6 +31,7 @@ class Persistence:
         self.supervisor = supervisor
         self.log = logs.get_logger(command="life-cycle")
         self._seen = 0  # the last store rowid taken into the population
+        self.webhooks: Sequence[Webhook] = ()  # endpoints a pass's events are queued for
 
     def resume(self) -> None:
         """Load the living agents and end any process a crashed run left behind."""
@@ -74,7 +77,7 @@ class Persistence:
             agent.dirty = False
         events, population.events = population.events, []
         self.store.save_pass(updates, list(population.new_genomes.items()), events,
-                             generations, births)
+                             generations, births, messages(self.webhooks, events))
         population.new_genomes.clear()
         if generations and keep_generations:
             self.store.prune(keep_generations)

@@ -199,6 +199,89 @@ class BackupSection:
 
 
 @dataclass(frozen=True, slots=True)
+class Webhook:
+    """One ``[[webhooks]]`` table: an endpoint and what it is sent."""
+
+    url: str
+    secret: str  # Standard Webhooks: "whsec_" + base64 of the key
+    events: tuple[str, ...] = ("*",)  # event names, or "*" for all
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout: float = 5.0  # seconds for one delivery
+    max_age: float = 86400.0  # seconds an event is retried before it is dropped
+
+    def wants(self, kind: str) -> bool:
+        return "*" in self.events or kind in self.events
+
+
+WEBHOOK_EXAMPLE = """\
+Webhooks: one [[webhooks]] table per endpoint; events are signed per the Standard
+Webhooks specification and kept in the store until delivered (see the README).
+[[webhooks]]
+url = "https://example.org/evolve"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"   # base64 of the signing key
+events = ["generation", "extinction", "reseeded"]  # or ["*"]
+headers = { Authorization = "Bearer ..." }       # optional
+timeout = 5.0                                    # seconds per delivery
+max_age = 86400.0                                # seconds of retries, then dropped"""
+
+
+def _webhooks(value: Any, source: str) -> tuple[Webhook, ...]:
+    """``[[webhooks]]`` tables, each checked; ConfigError names the table and key."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{source}: webhooks must be [[webhooks]] tables")
+    endpoints = []
+    for index, table in enumerate(value):
+        where = f"{source}: webhooks[{index}]"
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        unknown = sorted(set(table) - {f.name for f in dataclasses.fields(Webhook)})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+        url, secret = table.get("url"), table.get("secret")
+        if not isinstance(url, str) or not re.match(r"https?://[^/\s]+", url):
+            raise ConfigError(f"{where}.url must be an http:// or https:// URL, got {url!r}")
+        if not isinstance(secret, str) or not _is_secret(secret):
+            raise ConfigError(f"{where}.secret must be whsec_ followed by base64 "
+                              f"(Standard Webhooks), got {secret!r}")
+        events = table.get("events", ["*"])
+        if isinstance(events, str):
+            events = [events]
+        if not isinstance(events, list) or not events or not all(
+                isinstance(e, str) and e for e in events):
+            raise ConfigError(f"{where}.events must be a list of event names or \"*\"")
+        headers = table.get("headers", {})
+        if not isinstance(headers, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise ConfigError(f"{where}.headers must be a table of strings")
+        numbers = {}
+        defaults = {f.name: f.default for f in dataclasses.fields(Webhook)}
+        for key in ("timeout", "max_age"):
+            number = table.get(key, defaults[key])
+            if isinstance(number, bool) or not isinstance(number, int | float) or \
+                    not math.isfinite(number) or number <= 0:
+                raise ConfigError(f"{where}.{key} must be a positive number, got {number!r}")
+            numbers[key] = float(number)
+        endpoints.append(Webhook(url, secret, tuple(events), tuple(sorted(headers.items())),
+                                 **numbers))
+    urls = [e.url for e in endpoints]
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"{source}: two [[webhooks]] tables have the same url")
+    return tuple(endpoints)
+
+
+def _is_secret(secret: str) -> bool:
+    import base64
+    import binascii
+
+    body = secret.removeprefix("whsec_")
+    try:
+        return secret.startswith("whsec_") and bool(base64.b64decode(body + "==",
+                                                                     validate=True))
+    except (binascii.Error, ValueError):
+        return False
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     environment: str = _key("sequences", "task environment: one of " + ", ".join(ENVIRONMENTS)
                             + ", or module:attr",
@@ -215,6 +298,7 @@ class Config:
     logs: LogsSection = field(default_factory=LogsSection)
     backup: BackupSection = field(default_factory=BackupSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    webhooks: tuple[Webhook, ...] = ()  # [[webhooks]] tables, see WEBHOOK_EXAMPLE
 
     @property
     def workers(self) -> int:
@@ -246,6 +330,9 @@ def to_plain(config: Config) -> dict[str, Any]:
     plain: dict[str, Any] = {f.name: getattr(config, f.name) for f in _scalars(Config)}
     for section in _sections():
         plain[section.name] = dataclasses.asdict(getattr(config, section.name))
+    if config.webhooks:
+        plain["webhooks"] = [{**dataclasses.asdict(w), "events": list(w.events),
+                              "headers": dict(w.headers)} for w in config.webhooks]
     return plain
 
 
@@ -256,7 +343,10 @@ def from_plain(plain: Mapping[str, Any], source: str) -> Config:
         f.name: f.default_factory for f in _sections()  # type: ignore[misc]
     }
     top: dict[str, Any] = {}
+    webhooks = _webhooks(plain["webhooks"], source) if "webhooks" in plain else ()
     for name, value in plain.items():
+        if name == "webhooks":
+            continue
         if name in section_fields:
             cls = section_classes[name]
             if not isinstance(value, Mapping):
@@ -266,7 +356,8 @@ def from_plain(plain: Mapping[str, Any], source: str) -> Config:
             top[name] = value
     config = Config(**_checked(Config, {k: v for k, v in top.items()
                                         if k not in section_fields}, "", source),
-                    **{k: v for k, v in top.items() if k in section_fields})
+                    **{k: v for k, v in top.items() if k in section_fields},
+                    webhooks=webhooks)
     try:
         config.check()
     except ConfigError as exc:
@@ -344,6 +435,9 @@ def render_default() -> str:
         _add_keys(table, section.default_factory, getattr(defaults, section.name))  # type: ignore[arg-type]
         doc.add(tomlkit.nl())
         doc.add(section.name, table)
+    doc.add(tomlkit.nl())
+    for line in WEBHOOK_EXAMPLE.splitlines():
+        doc.add(tomlkit.comment(line))
     return tomlkit.dumps(doc)
 
 

@@ -96,6 +96,28 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE agents ADD COLUMN template TEXT;
     """,
+    # 7: the webhooks' outbox (what is accepted is delivered, across crashes) and record
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        endpoint TEXT NOT NULL,
+        msg_id TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL,
+        last_error TEXT
+    );
+    CREATE INDEX outbox_due ON outbox (endpoint, next_at);
+    CREATE TABLE webhook_status (
+        endpoint TEXT PRIMARY KEY,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        dropped INTEGER NOT NULL DEFAULT 0,
+        last_success REAL,
+        last_error TEXT,
+        last_error_at REAL
+    );
+    """,
 )
 APPLICATION_ID = 0x65766F6C  # "evol"
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -353,6 +375,67 @@ class Store:
             args.append(limit)
         return [AgentRow(*row) for row in self._db.execute(sql, args)]
 
+    # -- the webhooks' outbox ------------------------------------------------
+
+    def outbox_due(self, endpoint: str, now: float, limit: int = 64
+                   ) -> list[tuple[int, str, str, float, int]]:
+        """Messages for ``endpoint`` due by ``now``, oldest first: (id, message id,
+        payload, created, attempts)."""
+        rows = self._db.execute(
+            "SELECT id, msg_id, payload, created, attempts FROM outbox WHERE endpoint = ? "
+            "AND next_at <= ? ORDER BY id LIMIT ?", (endpoint, now, limit)).fetchall()
+        return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
+
+    def outbox_next(self, endpoint: str) -> float | None:
+        """When the next message for ``endpoint`` is due (None: none waits)."""
+        row = self._db.execute("SELECT min(next_at) FROM outbox WHERE endpoint = ?",
+                               (endpoint,)).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def outbox_delivered(self, message: int, endpoint: str, now: float) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM outbox WHERE id = ?", (message,))
+            self._webhook_status(db, endpoint, "delivered = delivered + 1, last_success = ?",
+                                 (now,))
+
+    def outbox_failed(self, message: int, endpoint: str, error: str, retry_at: float | None,
+                      now: float, msg_id: str = "") -> None:
+        """A failed delivery: tried again at ``retry_at``, or dropped (None: a
+        ``webhook_dropped`` event is recorded)."""
+        with self.transaction() as db:
+            if retry_at is None:
+                db.execute("DELETE FROM outbox WHERE id = ?", (message,))
+                counted = "dropped = dropped + 1, "
+                self._insert_events([Event("webhook_dropped", now, None, (
+                    ("endpoint", endpoint), ("msg_id", msg_id), ("error", error)))],
+                    self.generation())
+            else:
+                db.execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?, "
+                           "last_error = ? WHERE id = ?", (retry_at, error, message))
+                counted = ""
+            self._webhook_status(db, endpoint, counted + "last_error = ?, last_error_at = ?",
+                                 (error, now))
+
+    def webhook_report(self) -> dict[str, dict[str, Any]]:
+        """Per endpoint: backlog, oldest waiting, delivered, dropped, last success, error."""
+        report: dict[str, dict[str, Any]] = {}
+        for row in self._db.execute("SELECT endpoint, count(*), min(created) FROM outbox "
+                                    "GROUP BY endpoint"):
+            report[row[0]] = {"backlog": row[1], "oldest": row[2]}
+        for row in self._db.execute("SELECT endpoint, delivered, dropped, last_success, "
+                                    "last_error, last_error_at FROM webhook_status"):
+            report.setdefault(row[0], {"backlog": 0, "oldest": None}).update(
+                delivered=row[1], dropped=row[2], last_success=row[3], last_error=row[4],
+                last_error_at=row[5])
+        return report
+
+    @staticmethod
+    def _webhook_status(db: sqlite3.Connection, endpoint: str, assignments: str,
+                        values: tuple[object, ...]) -> None:
+        db.execute("INSERT OR IGNORE INTO webhook_status (endpoint) VALUES (?)", (endpoint,))
+        db.execute(f"UPDATE webhook_status SET {assignments} WHERE endpoint = ?",
+                   (*values, endpoint))
+
     def agents_after(self, rowid: int) -> tuple[list[AgentRow], int]:
         """Living agents listed after ``rowid`` (rows are never deleted, so rowids only
         grow): what another command (an ``init``) added; and the last rowid seen."""
@@ -394,10 +477,15 @@ class Store:
         events: Sequence[Event],
         generations: Sequence[GenerationRow] = (),
         births: Sequence[AgentRow] = (),
+        outbox: Sequence[tuple[str, str, str]] = (),
     ) -> None:
-        """One pass's changes in one transaction: births, agents, genomes, events, history."""
+        """One pass's changes in one transaction: births, agents, genomes, events, history,
+        and the webhook messages its events make (endpoint, message id, payload)."""
         now = time.time()
         with self.transaction() as db:
+            db.executemany("INSERT INTO outbox (endpoint, msg_id, payload, created, next_at) "
+                           "VALUES (?, ?, ?, ?, ?)",
+                           [(e, m, p, now, now) for e, m, p in outbox])
             db.executemany("INSERT OR IGNORE INTO genomes (hash, data) VALUES (?, ?)", genomes)
             self._insert_agents(births)
             db.executemany(

@@ -1,0 +1,135 @@
+"""Webhook delivery: a durable outbox in the store, one sender thread per endpoint.
+
+A pass's events become outbox messages in the pass's own transaction: what the store
+accepted is delivered, at least once, across a kill -9 (each message keeps its id, so
+that a receiver can drop a duplicate). Each endpoint has a thread of its own with a
+store connection of its own: a slow or dead receiver delays nobody but itself, and
+never a pass. Signatures follow the Standard Webhooks specification, made by its
+reference library (``standardwebhooks``): headers ``webhook-id``,
+``webhook-timestamp`` and ``webhook-signature`` (HMAC-SHA256). A failed delivery is
+tried again after an exponential delay with jitter, until ``max_age``; then it is
+dropped with a ``webhook_dropped`` event.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from standardwebhooks.webhooks import Webhook as Signer
+
+from evolve_ai.core.records import Event
+from evolve_ai.services import logs
+from evolve_ai.services.config import Webhook
+from evolve_ai.services.store import Store
+
+FIRST_DELAY = 1.0  # seconds before the first retry; doubles with each failure
+LONGEST_DELAY = 300.0
+IDLE_POLL = 1.0  # seconds between looks at an empty outbox (a pass wakes it sooner)
+
+
+def messages(endpoints: Sequence[Webhook], events: Iterable[Event]
+             ) -> list[tuple[str, str, str]]:
+    """The outbox rows for a pass's events: (endpoint, message id, payload)."""
+    rows = []
+    for event in events:
+        wanted = [e for e in endpoints if e.wants(event.kind)]
+        if not wanted:
+            continue
+        data = {"agent": event.agent, **dict(event.data)}
+        data.pop("level", None)
+        payload = json.dumps({"type": event.kind,
+                              "timestamp": datetime.fromtimestamp(event.time, UTC).isoformat(),
+                              "data": data}, default=str, sort_keys=True)
+        rows += [(e.url, f"msg_{uuid.uuid4().hex}", payload) for e in wanted]
+    return rows
+
+
+class Deliverer:
+    """The sender threads; ``wake`` after a pass saved messages, ``stop`` at the end."""
+
+    def __init__(self, db_path: Path, endpoints: Sequence[Webhook]) -> None:
+        self.db_path = db_path
+        self.endpoints = tuple(endpoints)
+        self.log = logs.get_logger(command="life-cycle")
+        self._stop = threading.Event()
+        self._wake = {e.url: threading.Event() for e in self.endpoints}
+        self._threads = [threading.Thread(target=self._run, args=(e,), daemon=True,
+                                          name=f"evolve-webhook-{i}")
+                         for i, e in enumerate(self.endpoints)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def wake(self) -> None:
+        for event in self._wake.values():
+            event.set()
+
+    def stop(self) -> None:
+        """Let each thread finish the delivery under way (``timeout`` at most)."""
+        self._stop.set()
+        self.wake()
+        for thread, endpoint in zip(self._threads, self.endpoints, strict=True):
+            thread.join(endpoint.timeout + 1.0)
+
+    def _run(self, endpoint: Webhook) -> None:
+        signer = Signer(endpoint.secret)
+        wake = self._wake[endpoint.url]
+        try:
+            store = Store.open(self.db_path)
+        except Exception as error:  # the loop goes on; this endpoint waits for a restart
+            self.log.error("webhook_stopped", endpoint=endpoint.url, error=str(error))
+            return
+        with store:
+            while not self._stop.is_set():
+                try:
+                    due = store.outbox_due(endpoint.url, time.time())
+                    for message in due:
+                        if self._stop.is_set():
+                            break
+                        self._deliver(store, endpoint, signer, *message)
+                    if due:
+                        continue
+                    upcoming = store.outbox_next(endpoint.url)
+                except Exception as error:  # a busy or damaged store: try again later
+                    self.log.error("webhook_error", endpoint=endpoint.url, error=str(error))
+                    upcoming = None
+                wait = IDLE_POLL if upcoming is None else max(0.0, upcoming - time.time())
+                wake.wait(min(wait, IDLE_POLL))
+                wake.clear()
+
+    def _deliver(self, store: Store, endpoint: Webhook, signer: Signer, message: int,
+                 msg_id: str, payload: str, created: float, attempts: int) -> None:
+        now = datetime.now(UTC)
+        headers = {**dict(endpoint.headers), "content-type": "application/json",
+                   "user-agent": "evolve", "webhook-id": msg_id,
+                   "webhook-timestamp": str(int(now.timestamp())),
+                   "webhook-signature": signer.sign(msg_id, now, payload)}
+        request = urllib.request.Request(endpoint.url, data=payload.encode(),
+                                         headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=endpoint.timeout) as answer:
+                answer.read(1 << 16)
+            store.outbox_delivered(message, endpoint.url, time.time())
+            return
+        except urllib.error.HTTPError as error:
+            problem = f"HTTP {error.code}"
+        except (OSError, ValueError) as error:  # refused, timed out, unreachable
+            problem = str(getattr(error, "reason", error))
+        delay = min(LONGEST_DELAY, FIRST_DELAY * 2 ** attempts) * random.uniform(0.5, 1.5)
+        retry_at = time.time() + delay
+        if retry_at - created > endpoint.max_age:
+            store.outbox_failed(message, endpoint.url, problem, None, time.time(), msg_id)
+            self.log.warning("webhook_dropped", endpoint=endpoint.url, msg_id=msg_id,
+                             error=problem, attempts=attempts + 1)
+        else:
+            store.outbox_failed(message, endpoint.url, problem, retry_at, time.time())

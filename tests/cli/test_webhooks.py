@@ -1,0 +1,175 @@
+"""Webhooks to a real HTTP receiver on loopback that verifies every signature with the
+``standardwebhooks`` library, fails at first, goes down, and outlives a kill -9 of the
+life cycle: nothing accepted is lost, ids stay unique after dedupe."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from evolve_ai.testing import (
+    FAST_SETTINGS,
+    init_workspace,
+    read_events,
+    run_evolve,
+    set_config,
+    start_life_cycle,
+    stop_life_cycle,
+    wait_until,
+)
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+class Receiver:
+    """An HTTP endpoint that checks signatures, can fail its first N requests, and can
+    be taken down and brought back on the same port."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.fail_first = fail_first
+        self.requests = 0
+        self.bad_signatures = 0
+        self.received: list[tuple[str, dict[str, Any]]] = []  # (message id, payload)
+        self.lock = threading.Lock()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.server: ThreadingHTTPServer | None = None
+        self.up()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def up(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"])).decode()
+                with receiver.lock:
+                    receiver.requests += 1
+                    failing = receiver.requests <= receiver.fail_first
+                    try:
+                        payload = Webhook(SECRET).verify(body, dict(self.headers.items()))
+                    except WebhookVerificationError:
+                        receiver.bad_signatures += 1
+                        failing = True
+                    if not failing:
+                        receiver.received.append((self.headers["webhook-id"], payload))
+                self.send_response(500 if failing else 204)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def down(self) -> None:
+        assert self.server is not None
+        self.server.shutdown()
+        self.server.server_close()
+        self.server = None
+
+    def generations(self) -> set[int]:
+        with self.lock:
+            return {int(p["data"]["generation"]) for _, p in self.received
+                    if p["type"] == "generation"}
+
+    def ids(self) -> list[str]:
+        with self.lock:
+            return [i for i, _ in self.received]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    made = Receiver(fail_first=3)
+    yield made
+    if made.server is not None:
+        made.down()
+
+
+def _report(root: Path) -> dict[str, Any]:
+    result = run_evolve(root, "webhooks", "--json")
+    assert result.returncode == 0, result.stderr
+    [row] = [r for r in json.loads(result.stdout) if r["configured"]]
+    report: dict[str, Any] = row
+    return report
+
+
+def test_nothing_accepted_is_lost(tmp_path: Path, receiver: Receiver) -> None:
+    root = init_workspace(tmp_path / "ws", 4, seed=6, settings={
+        **FAST_SETTINGS, "selection.every": 2,
+        "webhooks": [{"url": receiver.url, "secret": SECRET, "events": ["generation"],
+                      "timeout": 2.0}]})
+    proc = start_life_cycle(root)
+    try:
+        wait_until(lambda: len(receiver.generations()) >= 2, 60, "two generations received")
+        receiver.down()  # the life cycle goes on: its events wait in the outbox
+        wait_until(lambda: _report(root)["backlog"] >= 2, 60, "a backlog while it is down")
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    stuck = _report(root)
+    assert stuck["last_error"] and stuck["backlog"] >= 2
+    receiver.up()
+    # Again, without new generations: the backlog is all there is to deliver.
+    set_config(root, {"selection.every": 100000})
+    proc = start_life_cycle(root)
+    try:
+        wait_until(lambda: _report(root)["backlog"] == 0, 90, "the backlog delivered")
+    finally:
+        stop_life_cycle(proc)
+    assert receiver.bad_signatures == 0
+    assert receiver.requests > len(receiver.ids())  # its first failures were retried
+    logged = {int(e["generation"]) for e in read_events(root, "generation")}
+    assert logged and logged <= receiver.generations()  # every one accepted, delivered
+    deduped = dict(receiver.received)  # a message sent again keeps its id
+    assert len({json.dumps(p, sort_keys=True) for p in deduped.values()}) == len(deduped)
+    report = _report(root)
+    assert report["delivered"] >= len(deduped) and report["dropped"] == 0
+
+
+def test_a_dead_endpoint_drops_old_events_and_slows_no_pass(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]  # nobody listens there once the probe closes
+    root = init_workspace(tmp_path / "ws", 3, seed=6, settings={
+        **FAST_SETTINGS, "selection.every": 2,
+        "webhooks": [{"url": f"http://127.0.0.1:{dead}/", "secret": SECRET,
+                      "events": ["*"], "max_age": 1.0}]})
+    proc = start_life_cycle(root)
+    try:
+        wait_until(lambda: _report(root)["dropped"] > 0, 60, "a dropped event")
+    finally:
+        stop_life_cycle(proc)
+    dropped = read_events(root, "webhook_dropped")
+    assert dropped and dropped[0]["endpoint"].endswith(f":{dead}/")
+    seconds = [e["seconds"] for e in read_events(root, "pass_done")]
+    assert seconds and max(seconds) < 2.0  # a pass never waited for a delivery
+
+
+def test_bad_webhook_settings_are_refused(tmp_path: Path) -> None:
+    root = init_workspace(tmp_path / "ws", 1)
+    for table, message in (({"url": "ftp://x", "secret": SECRET}, "url"),
+                           ({"url": "http://127.0.0.1:1/", "secret": "plain"}, "secret"),
+                           ({"url": "http://127.0.0.1:1/", "secret": SECRET,
+                             "events": []}, "events"),
+                           ({"url": "http://127.0.0.1:1/", "secret": SECRET,
+                             "colour": "red"}, "unknown key")):
+        set_config(root, {"webhooks": [table]})
+        result = run_evolve(root, "webhooks")
+        assert result.returncode == 1, result.stdout
+        assert message in result.stderr and "webhooks[0]" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
