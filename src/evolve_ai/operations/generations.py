@@ -45,20 +45,28 @@ class Generations:
         self._passes = 0  # passes run in the open generation
         self._opened = time.monotonic()  # when it opened
         self._reseeded = -1  # the generation of the last reseeding
+        # Each agent's evaluations when the open generation opened (None: not yet).
+        self._base: dict[str, int] | None = None
         self.log = logs.get_logger(command="life-cycle")
         self._doomed: set[str] = set()  # dead, directory not yet removed
         self._shredder = Shredder()
 
     def due(self, now: float) -> bool:
         """Count a pass; whether the generation may close: ``selection.every`` passes run
-        and every runnable agent measured, or its deadline passed (the unmeasured are
-        then spared by selection, which never judges them)."""
+        and every runnable agent evaluated ``min_evaluations`` times in this generation,
+        or its deadline passed. (An agent whose genome changed meanwhile may still have
+        no fitness: selection spares it, as it spares the unmeasured.)"""
+        if self._base is None:  # the first generation of this run opens now
+            self._base = {a.id: a.evaluations for a in self.population.agents.values()}
         self._passes += 1
         if self._passes < self.config.selection.every:
             return False
         active = self.population.active()
         need = self._min_evaluations()
-        unmeasured = sum(1 for a in active if a.measured < need)
+        base, rewrites = self._base, self.config.selection.unmeasured_rewrites
+        # One that rewrites itself faster than it can be measured is judged at 0 already.
+        unmeasured = sum(1 for a in active if a.evaluations - base.get(a.id, 0) < need
+                         and a.unmeasured_rewrites <= rewrites)
         if not unmeasured:
             return True
         if now - self._opened < self.deadline(len(active)):
@@ -114,6 +122,7 @@ class Generations:
         population.generation += 1
         self.closed += 1
         self._passes, self._opened = 0, now
+        self._base = {a.id: a.evaluations for a in population.agents.values()}
         living = population.living()
         fitness = [a.fitness for a in living if a.status == "active" and a.fitness is not None]
         decision = decide(self.strategy, [
