@@ -13,6 +13,7 @@ import click
 
 from evolve_ai import render
 from evolve_ai.core.records import STATUSES
+from evolve_ai.errors import EvolveError
 from evolve_ai.operations import MAX_AGENTS_PER_INIT
 from evolve_ai.services import logs
 from evolve_ai.services.workspace import Workspace, resolve_root
@@ -192,6 +193,40 @@ def agents(state: _State, status: str, order: str, limit: int | None, as_json: b
     with _errors(state):
         rows = inspect.agents(state.workspace(), status, order, limit)
     click.echo(render.dumps(rows) if as_json else render.agents_text(rows))
+
+
+@cli.command("serve-api")
+@click.option("--listen", metavar="HOST:PORT", help="Address (default: api.listen).")
+@click.pass_obj
+def serve_api(state: _State, listen: str | None) -> None:
+    """Serve the store as read-only JSON over HTTP until stopped (SIGTERM, Ctrl-C)."""
+    import signal
+    import threading
+
+    from evolve_ai.operations import api
+    from evolve_ai.services import config as config_service
+    from evolve_ai.services.metrics import parse_listen
+
+    with _errors(state):
+        workspace = state.workspace()
+        if not workspace.is_initialized():
+            raise EvolveError(f"no evolve workspace in {workspace.root}: run "
+                              "'evolve init N' first")
+        config = config_service.load(workspace.config_path)
+        host, port = parse_listen(listen or config.api.listen,
+                                  "--listen" if listen else "api.listen")
+        server = api.make_server(workspace, host, port, config.api.token)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    if not state.quiet:
+        click.echo(f"serving {workspace.root} on http://{host}:{server.server_port}/api/status")
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        server.shutdown()
+        sys.exit(130)
+    server.shutdown()
 
 
 @cli.command()

@@ -192,6 +192,12 @@ class MetricsSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiSection:
+    listen: str = _key("127.0.0.1:9465", "host:port of evolve serve-api", _listen)
+    token: str = _key("", "bearer token serve-api requires (needed off loopback)")
+
+
+@dataclass(frozen=True, slots=True)
 class BackupSection:
     every: int = _key(0, "generations between automatic backups (backups/); 0: none",
                       _non_negative)
@@ -298,6 +304,7 @@ class Config:
     logs: LogsSection = field(default_factory=LogsSection)
     backup: BackupSection = field(default_factory=BackupSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    api: ApiSection = field(default_factory=ApiSection)
     webhooks: tuple[Webhook, ...] = ()  # [[webhooks]] tables, see WEBHOOK_EXAMPLE
 
     @property

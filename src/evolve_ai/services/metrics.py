@@ -30,13 +30,13 @@ PASS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 HELLO_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` for IPv6) as (host, port); ConfigError otherwise."""
+def parse_listen(listen: str, key: str = "metrics.listen") -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) as (host, port); ConfigError, naming
+    ``key``, otherwise."""
     host, _, port = listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"metrics.listen must be host:port (e.g. 127.0.0.1:9464), "
-                          f"got {listen!r}")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{key} must be host:port (e.g. 127.0.0.1:9464), got {listen!r}")
     return host, int(port)
 
 
