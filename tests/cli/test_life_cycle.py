@@ -183,11 +183,14 @@ def test_generations_are_counted_in_history(workspace: Path) -> None:
 def test_hooks_that_raise_or_hang_never_stop_the_loop(workspace: Path, tmp_path: Path) -> None:
     hooks = tmp_path / "hooks"
     hooks.mkdir()
+    seen_by_hook = tmp_path / "seen.jsonl"
     (hooks / "badhooks.py").write_text(
-        "import time\n"
+        "import json, time\n"
+        f"def record(event):\n    open({str(seen_by_hook)!r}, 'a').write("
+        "json.dumps(event['event']) + '\\n')\n"
         "def explode(event):\n    raise ValueError('hook bug')\n"
         "def hang(event):\n    time.sleep(3600)\n")
-    set_config(workspace, {"hooks": ["badhooks:explode", "badhooks:hang"],
+    set_config(workspace, {"hooks": ["badhooks:record", "badhooks:explode", "badhooks:hang"],
                            "hook_timeout": 0.3, "selection.every": 2})
     result = run_evolve(workspace, "life-cycle", "--generations", "2",
                         env={"PYTHONPATH": str(hooks)}, timeout=120)
@@ -195,3 +198,20 @@ def test_hooks_that_raise_or_hang_never_stop_the_loop(workspace: Path, tmp_path:
     seen = {e["event"] for e in read_events(workspace)}
     assert {"hook_failed", "hook_timeout", "generation"} <= seen
     assert status_json(workspace)["generation"] == 2
+    # A failing hook is said once a generation (and at the end), with its count.
+    failed = read_events(workspace, "hook_failed")
+    assert 1 <= len(failed) <= 3
+    assert all(e["hook"] == "badhooks:explode" and "hook bug" in e["last_error"]
+               for e in failed)
+    assert sum(e["count"] for e in failed) >= 1
+    # Hooks hear the life cycle's own events too (those before the hang at least).
+    heard = {json.loads(line) for line in seen_by_hook.read_text().splitlines()}
+    assert "life_cycle_started" in heard
+    # Without a hanging neighbour, a hook hears all of them, the last one included.
+    seen_by_hook.unlink()
+    set_config(workspace, {"hooks": ["badhooks:record"]})
+    result = run_evolve(workspace, "life-cycle", "--generations", "1",
+                        env={"PYTHONPATH": str(hooks)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    heard = {json.loads(line) for line in seen_by_hook.read_text().splitlines()}
+    assert {"life_cycle_started", "generation", "life_cycle_stopped"} <= heard

@@ -113,8 +113,11 @@ class LifeManager:
             self.persistence = persistence
             self._send_webhooks()
             persistence.resume()
-            self.log.info("life_cycle_started", agents=len(self.population.agents),
-                          generation=self.population.generation, seed=self.options.seed)
+            # The life cycle's own events go where the others go: log, store, hooks, webhooks.
+            self.population.event("life_cycle_started", None,
+                                  agents=len(self.population.agents),
+                                  generation=self.population.generation,
+                                  seed=self.options.seed)
             self._say_population()
             self._serve_metrics()
             try:
@@ -324,6 +327,8 @@ class LifeManager:
             self._backing_up.join()
         for agent in self.population.agents.values():
             agent.pending.clear()
+        self.population.event("life_cycle_stopped", None, reason=self.stop_reason,
+                              passes=self.passes, generation=self.population.generation)
         try:
             self.notifier.publish(persistence.save())
             self._bury()
@@ -333,8 +338,6 @@ class LifeManager:
             self.supervisor.close()
             self.notifier.close()
             self.generations.close_shredder()
-            self.log.info("life_cycle_stopped", reason=self.stop_reason, passes=self.passes,
-                          generation=self.population.generation)
 
     def _reload(self) -> None:
         """SIGHUP: read evolve.toml again; a bad file is refused and the old one kept."""
@@ -359,7 +362,7 @@ class LifeManager:
             stage.config = config
         self.evaluator.environment, self.generations.strategy = environment, strategy
         self.supervisor.settings = supervisor_settings(config)
-        self.log.info("config_reloaded")
+        self.population.event("config_reloaded", None)
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:

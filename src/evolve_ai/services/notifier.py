@@ -1,7 +1,8 @@
 """The notifier: every event to the log and to the configured hooks.
 
 Hooks run on one background thread, never on the loop. A hook that raises is
-logged; one that runs past ``timeout`` is abandoned (its thread left to
+counted, and logged once a generation with its count and last error; one that runs
+past ``timeout`` is abandoned (its thread left to
 finish on its own, a fresh one takes over) and logged. A full queue drops
 events for hooks, never blocks the loop; the log and the database have them.
 """
@@ -37,6 +38,7 @@ class Notifier:
         self._dropped = 0
         self._busy_since: float | None = None
         self._busy_hook = ""
+        self._failures: dict[str, tuple[int, str]] = {}  # hook -> failures, last error
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         if self.hooks:
@@ -61,10 +63,21 @@ class Notifier:
         if self._dropped:
             self.log.warning("hook_events_dropped", count=self._dropped)
             self._dropped = 0
+        if any(event.kind == "generation" for event in events):
+            self.report_failures()
+
+    def report_failures(self) -> None:
+        """One ``hook_failed`` line per failing hook, with a count, since the last one
+        (once a generation, and at the end): not one per event."""
+        with self._lock:
+            failures, self._failures = self._failures, {}
+        for name, (count, error) in failures.items():
+            self.log.error("hook_failed", hook=name, count=count, last_error=error)
 
     def close(self, wait: float = 1.0) -> None:
         if self._thread is None:
             return
+        self.report_failures()
         try:
             self._queue.put_nowait(None)
         except queue.Full:
@@ -101,7 +114,9 @@ class Notifier:
                 try:
                     hook(dict(item))
                 except Exception as exc:  # a hook may fail in any way; the loop goes on
-                    self.log.error("hook_failed", hook=name, error=f"{type(exc).__name__}: {exc}")
+                    with self._lock:
+                        count, _ = self._failures.get(name, (0, ""))
+                        self._failures[name] = (count + 1, f"{type(exc).__name__}: {exc}")
                 finally:
                     with self._lock:
                         self._busy_since = None
