@@ -459,7 +459,7 @@ def set_values(path: Path, values: Mapping[str, object]) -> None:
     """Set dotted keys in the TOML file ``path``, its formatting and comments kept.
 
     ``{"lifecycle.interval": 0.1, "hooks": ["mod:fn"]}`` sets a key of a table (made
-    when missing) or a top-level key; ``None`` removes the key. A missing file starts
+    when missing) or a top-level key; ``None`` removes the key, if there. A missing file starts
     empty. The file is replaced atomically: a life cycle reloading it on SIGHUP reads
     the old text or the new one, never a mix.
     """
@@ -480,7 +480,8 @@ def set_values(path: Path, values: Mapping[str, object]) -> None:
                 raise ConfigError(f"{path}: cannot set {dotted!r}: {section!r} is not a table")
             table = child
         if value is None:
-            del table[name]
+            if name in table:
+                del table[name]
         else:
             table[name] = value
     atomic_write(path, tomlkit.dumps(document).encode("utf-8"))
