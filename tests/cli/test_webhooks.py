@@ -173,3 +173,34 @@ def test_bad_webhook_settings_are_refused(tmp_path: Path) -> None:
         assert result.returncode == 1, result.stdout
         assert message in result.stderr and "webhooks[0]" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_per_agent_events_can_come_in_batches(tmp_path: Path) -> None:
+    """batch = N: up to N waiting events in one signed message, each with its own id."""
+    receiver = Receiver()
+    try:
+        root = init_workspace(tmp_path / "ws", 6, seed=6, settings={
+            **FAST_SETTINGS, "selection.every": 2,
+            "webhooks": [{"url": receiver.url, "secret": SECRET, "events": ["*"],
+                          "batch": 50}]})
+        proc = start_life_cycle(root)
+        try:
+            def a_full_batch() -> bool:
+                with receiver.lock:
+                    return any(p["type"] == "batch" and len(p["data"]["events"]) > 1
+                               for _, p in receiver.received)
+
+            wait_until(a_full_batch, 60, "a batch of several events")
+        finally:
+            stop_life_cycle(proc)
+        assert receiver.bad_signatures == 0
+        with receiver.lock:
+            batches = [p for _, p in receiver.received]
+        assert all(p["type"] == "batch" and 1 <= len(p["data"]["events"]) <= 50
+                   for p in batches)
+        ids = [e["id"] for p in batches for e in p["data"]["events"]]
+        assert len(ids) == len(set(ids))  # one id per event
+        kinds = {e["type"] for p in batches for e in p["data"]["events"]}
+        assert {"life_cycle_started", "started"} <= kinds
+    finally:
+        receiver.down()

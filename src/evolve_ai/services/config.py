@@ -214,6 +214,7 @@ class Webhook:
     headers: tuple[tuple[str, str], ...] = ()
     timeout: float = 5.0  # seconds for one delivery
     max_age: float = 86400.0  # seconds an event is retried before it is dropped
+    batch: int = 1  # events per delivery (more than 1: one "batch" message holds them)
 
     def wants(self, kind: str) -> bool:
         return "*" in self.events or kind in self.events
@@ -228,7 +229,8 @@ secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"   # base64 of the signing key
 events = ["generation", "extinction", "reseeded"]  # or ["*"]
 headers = { Authorization = "Bearer ..." }       # optional
 timeout = 5.0                                    # seconds per delivery
-max_age = 86400.0                                # seconds of retries, then dropped"""
+max_age = 86400.0                                # seconds of retries, then dropped
+batch = 1                                        # events per delivery, up to 1000"""
 
 
 def _webhooks(value: Any, source: str) -> tuple[Webhook, ...]:
@@ -267,8 +269,11 @@ def _webhooks(value: Any, source: str) -> tuple[Webhook, ...]:
                     not math.isfinite(number) or number <= 0:
                 raise ConfigError(f"{where}.{key} must be a positive number, got {number!r}")
             numbers[key] = float(number)
+        batch = table.get("batch", 1)
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 1000:
+            raise ConfigError(f"{where}.batch must be an integer from 1 to 1000, got {batch!r}")
         endpoints.append(Webhook(url, secret, tuple(events), tuple(sorted(headers.items())),
-                                 **numbers))
+                                 batch=batch, **numbers))
     urls = [e.url for e in endpoints]
     if len(set(urls)) != len(urls):
         raise ConfigError(f"{source}: two [[webhooks]] tables have the same url")

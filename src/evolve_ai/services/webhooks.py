@@ -13,6 +13,7 @@ dropped with a ``webhook_dropped`` event.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import threading
@@ -93,10 +94,11 @@ class Deliverer:
             while not self._stop.is_set():
                 try:
                     due = store.outbox_due(endpoint.url, time.time())
-                    for message in due:
+                    for start in range(0, len(due), endpoint.batch):
                         if self._stop.is_set():
                             break
-                        self._deliver(store, endpoint, signer, *message)
+                        self._deliver(store, endpoint, signer,
+                                      due[start: start + endpoint.batch])
                     if due:
                         continue
                     upcoming = store.outbox_next(endpoint.url)
@@ -107,9 +109,18 @@ class Deliverer:
                 wake.wait(min(wait, IDLE_POLL))
                 wake.clear()
 
-    def _deliver(self, store: Store, endpoint: Webhook, signer: Signer, message: int,
-                 msg_id: str, payload: str, created: float, attempts: int) -> None:
+    def _deliver(self, store: Store, endpoint: Webhook, signer: Signer,
+                 batch: Sequence[tuple[int, str, str, float, int]]) -> None:
+        """One POST: a message, or (``batch`` > 1) a ``batch`` message holding several,
+        each event with its own ``id`` for the receiver to drop duplicates by."""
         now = datetime.now(UTC)
+        if len(batch) == 1 and endpoint.batch == 1:
+            _, msg_id, payload, _, _ = batch[0]
+        else:
+            msg_id = "batch_" + hashlib.sha256(
+                " ".join(m[1] for m in batch).encode()).hexdigest()[:32]
+            payload = json.dumps({"type": "batch", "timestamp": now.isoformat(), "data": {
+                "events": [{"id": m[1], **json.loads(m[2])} for m in batch]}}, sort_keys=True)
         headers = {**dict(endpoint.headers), "content-type": "application/json",
                    "user-agent": "evolve", "webhook-id": msg_id,
                    "webhook-timestamp": str(int(now.timestamp())),
@@ -119,17 +130,19 @@ class Deliverer:
         try:
             with urllib.request.urlopen(request, timeout=endpoint.timeout) as answer:
                 answer.read(1 << 16)
-            store.outbox_delivered(message, endpoint.url, time.time())
+            for sent in batch:
+                store.outbox_delivered(sent[0], endpoint.url, time.time())
             return
         except urllib.error.HTTPError as error:
             problem = f"HTTP {error.code}"
         except (OSError, ValueError) as error:  # refused, timed out, unreachable
             problem = str(getattr(error, "reason", error))
-        delay = min(LONGEST_DELAY, FIRST_DELAY * 2 ** attempts) * random.uniform(0.5, 1.5)
-        retry_at = time.time() + delay
-        if retry_at - created > endpoint.max_age:
-            store.outbox_failed(message, endpoint.url, problem, None, time.time(), msg_id)
-            self.log.warning("webhook_dropped", endpoint=endpoint.url, msg_id=msg_id,
-                             error=problem, attempts=attempts + 1)
-        else:
-            store.outbox_failed(message, endpoint.url, problem, retry_at, time.time())
+        for message, sent_id, _, created, attempts in batch:
+            delay = min(LONGEST_DELAY, FIRST_DELAY * 2 ** attempts) * random.uniform(0.5, 1.5)
+            retry_at = time.time() + delay
+            if retry_at - created > endpoint.max_age:
+                store.outbox_failed(message, endpoint.url, problem, None, time.time(), sent_id)
+                self.log.warning("webhook_dropped", endpoint=endpoint.url, msg_id=sent_id,
+                                 error=problem, attempts=attempts + 1)
+            else:
+                store.outbox_failed(message, endpoint.url, problem, retry_at, time.time())
