@@ -392,29 +392,34 @@ class Store:
                                (endpoint,)).fetchone()
         return None if row[0] is None else float(row[0])
 
-    def outbox_delivered(self, message: int, endpoint: str, now: float) -> None:
+    def outbox_delivered(self, messages: Sequence[int], endpoint: str, now: float) -> None:
         with self.transaction() as db:
-            db.execute("DELETE FROM outbox WHERE id = ?", (message,))
-            self._webhook_status(db, endpoint, "delivered = delivered + 1, last_success = ?",
-                                 (now,))
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(m,) for m in messages])
+            self._webhook_status(db, endpoint, "delivered = delivered + ?, last_success = ?",
+                                 (len(messages), now))
 
-    def outbox_failed(self, message: int, endpoint: str, error: str, retry_at: float | None,
-                      now: float, msg_id: str = "") -> None:
-        """A failed delivery: tried again at ``retry_at``, or dropped (None: a
-        ``webhook_dropped`` event is recorded)."""
+    def outbox_failed(self, messages: Sequence[int], endpoint: str, error: str,
+                      retry_at: float, now: float) -> None:
+        """A failed delivery of ``messages``: tried again at ``retry_at``."""
         with self.transaction() as db:
-            if retry_at is None:
-                db.execute("DELETE FROM outbox WHERE id = ?", (message,))
-                counted = "dropped = dropped + 1, "
-                self._insert_events([Event("webhook_dropped", now, None, (
-                    ("endpoint", endpoint), ("msg_id", msg_id), ("error", error)))],
-                    self.generation())
-            else:
-                db.execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?, "
-                           "last_error = ? WHERE id = ?", (retry_at, error, message))
-                counted = ""
-            self._webhook_status(db, endpoint, counted + "last_error = ?, last_error_at = ?",
+            db.executemany("UPDATE outbox SET attempts = attempts + 1, next_at = ?, "
+                           "last_error = ? WHERE id = ?",
+                           [(retry_at, error, m) for m in messages])
+            self._webhook_status(db, endpoint, "last_error = ?, last_error_at = ?",
                                  (error, now))
+
+    def outbox_expire(self, endpoint: str, created_before: float, now: float) -> int:
+        """Drop ``endpoint``'s messages made before ``created_before`` (past ``max_age``),
+        with one ``webhook_dropped`` event; how many."""
+        with self.transaction() as db:
+            dropped = db.execute("DELETE FROM outbox WHERE endpoint = ? AND created < ?",
+                                 (endpoint, created_before)).rowcount
+            if dropped:
+                self._webhook_status(db, endpoint, "dropped = dropped + ?", (dropped,))
+                self._insert_events([Event("webhook_dropped", now, None, (
+                    ("endpoint", endpoint), ("count", dropped),
+                    ("error", "older than max_age")))], self.generation())
+        return int(dropped)
 
     def webhook_report(self) -> dict[str, dict[str, Any]]:
         """Per endpoint: backlog, oldest waiting, delivered, dropped, last success, error."""

@@ -6,9 +6,11 @@ that a receiver can drop a duplicate). Each endpoint has a thread of its own wit
 store connection of its own: a slow or dead receiver delays nobody but itself, and
 never a pass. Signatures follow the Standard Webhooks specification, made by its
 reference library (``standardwebhooks``): headers ``webhook-id``,
-``webhook-timestamp`` and ``webhook-signature`` (HMAC-SHA256). A failed delivery is
-tried again after an exponential delay with jitter, until ``max_age``; then it is
-dropped with a ``webhook_dropped`` event.
+``webhook-timestamp`` and ``webhook-signature`` (HMAC-SHA256). After a failed
+delivery the endpoint rests (an exponential delay with jitter) before it tries its
+oldest message again: a dead receiver costs one attempt per rest, not one per waiting
+message. Messages older than ``max_age`` are dropped together, with a
+``webhook_dropped`` event.
 """
 
 from __future__ import annotations
@@ -91,28 +93,51 @@ class Deliverer:
             self.log.error("webhook_stopped", endpoint=endpoint.url, error=str(error))
             return
         with store:
+            paused_until = 0.0  # after a failure the endpoint rests: one try per delay
             while not self._stop.is_set():
+                upcoming: float | None = paused_until
                 try:
-                    due = store.outbox_due(endpoint.url, time.time())
-                    for start in range(0, len(due), endpoint.batch):
-                        if self._stop.is_set():
-                            break
-                        self._deliver(store, endpoint, signer,
-                                      due[start: start + endpoint.batch])
-                    if due:
-                        continue
-                    upcoming = store.outbox_next(endpoint.url)
+                    now = time.time()
+                    if now >= paused_until:
+                        self._expire(store, endpoint, now)
+                        due = store.outbox_due(endpoint.url, now)
+                        for start in range(0, len(due), endpoint.batch):
+                            if self._stop.is_set():
+                                break
+                            retry_at = self._deliver(store, endpoint, signer,
+                                                     due[start: start + endpoint.batch])
+                            if retry_at is not None:
+                                paused_until = retry_at
+                                break
+                        else:
+                            if due:
+                                continue
+                        upcoming = store.outbox_next(endpoint.url)
+                        if paused_until > now:
+                            upcoming = paused_until
                 except Exception as error:  # a busy or damaged store: try again later
                     self.log.error("webhook_error", endpoint=endpoint.url, error=str(error))
                     upcoming = None
                 wait = IDLE_POLL if upcoming is None else max(0.0, upcoming - time.time())
-                wake.wait(min(wait, IDLE_POLL))
-                wake.clear()
+                if paused_until > time.time():
+                    wait = paused_until - time.time()  # a wake-up does not end the rest
+                    self._stop.wait(min(wait, IDLE_POLL))
+                else:
+                    wake.wait(min(wait, IDLE_POLL))
+                    wake.clear()
+
+    def _expire(self, store: Store, endpoint: Webhook, now: float) -> None:
+        """Messages older than ``max_age`` are dropped, all at once."""
+        dropped = store.outbox_expire(endpoint.url, now - endpoint.max_age, now)
+        if dropped:
+            self.log.warning("webhook_dropped", endpoint=endpoint.url, count=dropped,
+                             error="older than max_age")
 
     def _deliver(self, store: Store, endpoint: Webhook, signer: Signer,
-                 batch: Sequence[tuple[int, str, str, float, int]]) -> None:
+                 batch: Sequence[tuple[int, str, str, float, int]]) -> float | None:
         """One POST: a message, or (``batch`` > 1) a ``batch`` message holding several,
-        each event with its own ``id`` for the receiver to drop duplicates by."""
+        each event with its own ``id`` for the receiver to drop duplicates by. None when
+        delivered; else when to try again (the messages wait, their attempts counted)."""
         now = datetime.now(UTC)
         if len(batch) == 1 and endpoint.batch == 1:
             _, msg_id, payload, _, _ = batch[0]
@@ -130,19 +155,15 @@ class Deliverer:
         try:
             with urllib.request.urlopen(request, timeout=endpoint.timeout) as answer:
                 answer.read(1 << 16)
-            for sent in batch:
-                store.outbox_delivered(sent[0], endpoint.url, time.time())
-            return
+            store.outbox_delivered([m[0] for m in batch], endpoint.url, time.time())
+            return None
         except urllib.error.HTTPError as error:
             problem = f"HTTP {error.code}"
         except (OSError, ValueError) as error:  # refused, timed out, unreachable
             problem = str(getattr(error, "reason", error))
-        for message, sent_id, _, created, attempts in batch:
-            delay = min(LONGEST_DELAY, FIRST_DELAY * 2 ** attempts) * random.uniform(0.5, 1.5)
-            retry_at = time.time() + delay
-            if retry_at - created > endpoint.max_age:
-                store.outbox_failed(message, endpoint.url, problem, None, time.time(), sent_id)
-                self.log.warning("webhook_dropped", endpoint=endpoint.url, msg_id=sent_id,
-                                 error=problem, attempts=attempts + 1)
-            else:
-                store.outbox_failed(message, endpoint.url, problem, retry_at, time.time())
+        attempts = max(m[4] for m in batch)
+        delay = min(LONGEST_DELAY, FIRST_DELAY * 2.0 ** attempts) * random.uniform(0.5, 1.5)
+        retry_at = time.time() + delay
+        store.outbox_failed([m[0] for m in batch], endpoint.url, problem, retry_at,
+                            time.time())
+        return retry_at
