@@ -34,7 +34,7 @@ from evolve_ai.operations.making import Template, make_agents
 from evolve_ai.services import template as template_service
 from evolve_ai.services.files import fsync_dir, sync_filesystem
 from evolve_ai.services.store import Store
-from evolve_ai.services.workspace import Workspace
+from evolve_ai.services.workspace import Workspace, pid_alive
 from evolve_ai.workers.build import BuildFailed, BuildRequest, build_chunk, prepare
 
 FORMAT = 1
@@ -159,7 +159,7 @@ def restore(archive_path: Path, workspace: Workspace, workers: int = 1) -> Backu
         raise EvolveError(f"{archive_path}: no such file")
     root.parent.mkdir(parents=True, exist_ok=True)
     for stale in root.parent.glob(f".{root.name}.restore-*"):  # of a killed restore
-        if not _alive(stale.name.rpartition("-")[2]):
+        if not pid_alive(stale.name.rpartition("-")[2]):
             shutil.rmtree(stale, ignore_errors=True)
     building = root.parent / f".{root.name}.restore-{os.getpid()}"
     staged = Workspace(building)
@@ -180,18 +180,6 @@ def restore(archive_path: Path, workspace: Workspace, workers: int = 1) -> Backu
         raise
     return Backup(archive_path, int(manifest.get("generation", 0)), len(rows),
                   archive_path.stat().st_size)
-
-
-def _alive(pid: str) -> bool:
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _place(workspace: Workspace, name: str) -> Path:

@@ -187,18 +187,8 @@ class Workspace:
     def held_by(self, pid: int) -> bool:
         """Whether ``evolve.lock`` is held now and says ``pid`` holds it (so that a signal
         for its holder reaches no other process that took its pid since)."""
-        try:
-            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _read_holder(fd)[1] == pid
-        else:
-            return False  # nobody holds it: that process is gone
-        finally:
-            os.close(fd)
+        holder = _taken(self.lock_path)
+        return holder is not None and holder[1] == pid
 
     def holder(self) -> tuple[str, int]:
         """The role and pid written by the holder of ``evolve.lock`` ("", 0: none said)."""
@@ -232,17 +222,7 @@ class Workspace:
 
     def init_at_work(self) -> bool:
         """Whether an ``init`` holds ``init.lock`` (working beside a life cycle, maybe)."""
-        try:
-            fd = os.open(self.init_lock_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return _taken(self.init_lock_path) is not None
 
     def clean_debris(self, store: Vouching, *, by_init: bool = False) -> Cleanup:
         """Tidy what an interrupted command left, deleting only what the store vouches for.
@@ -315,19 +295,40 @@ def _read_holder(fd: int) -> tuple[str, int]:
         return "", 0
 
 
-def _in_use(staging: str) -> bool:
-    """Whether the process a staging area is named after (``<label>-<pid>-<hex>``, see
-    ``making``) still runs, other than this one."""
-    parts = staging.split("-")
-    if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) in (0, os.getpid()):
+def _taken(lock: Path) -> tuple[str, int] | None:
+    """The holder a lock file names, if some process holds the lock now; else None."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_holder(fd)
+    else:
+        return None  # nobody holds it
+    finally:
+        os.close(fd)
+
+
+def pid_alive(pid: str | int) -> bool:
+    """Whether a process of that pid exists (one of another user's included)."""
+    if not str(pid).isdigit() or int(pid) == 0:
         return False
     try:
-        os.kill(int(parts[1]), 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
     return True
+
+
+def _in_use(staging: str) -> bool:
+    """Whether the process a staging area is named after (``<label>-<pid>-<hex>``, see
+    ``making``) still runs, other than this one."""
+    parts = staging.split("-")
+    return (len(parts) == 3 and parts[1] != str(os.getpid()) and pid_alive(parts[1]))
 
 
 def _is_agent_id(name: str) -> bool:
