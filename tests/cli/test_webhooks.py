@@ -8,6 +8,7 @@ import json
 import signal
 import socket
 import threading
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -142,20 +143,32 @@ def test_nothing_accepted_is_lost(tmp_path: Path, receiver: Receiver) -> None:
 
 
 def test_a_dead_endpoint_drops_old_events_and_slows_no_pass(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()[1]  # nobody listens there once the probe closes
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])  # nobody listens once the probe closes
+    dead, metrics = ports
     root = init_workspace(tmp_path / "ws", 3, seed=6, settings={
-        **FAST_SETTINGS, "selection.every": 2,
-        "webhooks": [{"url": f"http://127.0.0.1:{dead}/", "secret": SECRET,
+        **FAST_SETTINGS, "selection.every": 2, "metrics.listen": f"127.0.0.1:{metrics}",
+        "webhooks": [{"url": f"http://127.0.0.1:{dead}/?key=secret", "secret": SECRET,
                       "events": ["*"], "max_age": 1.0}]})
     proc = start_life_cycle(root)
     try:
         wait_until(lambda: _report(root)["dropped"] > 0, 60, "a dropped event")
+
+        def exposed() -> bool:  # the backlog and the drops, in the metrics
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics") as answer:
+                text = answer.read().decode()
+            label = f'endpoint="http://127.0.0.1:{dead}/"'  # no query, no secret in it
+            return (f"evolve_webhook_dropped{{{label}}}" in text and "key=secret" not in text
+                    and f"evolve_webhook_backlog{{{label}}}" in text)
+
+        wait_until(exposed, 30, "webhook figures in /metrics")
     finally:
         stop_life_cycle(proc)
     dropped = read_events(root, "webhook_dropped")
-    assert dropped and dropped[0]["endpoint"].endswith(f":{dead}/")
+    assert dropped and dropped[0]["endpoint"].startswith(f"http://127.0.0.1:{dead}/")
     seconds = [e["seconds"] for e in read_events(root, "pass_done")]
     assert seconds and max(seconds) < 2.0  # a pass never waited for a delivery
 

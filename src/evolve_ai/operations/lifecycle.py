@@ -185,6 +185,8 @@ class LifeManager:
         metrics.set_population(statuses, self.supervisor.states(a.id for a in active),
                                self.population.generation,
                                [a.fitness for a in active if a.fitness is not None])
+        if self.config.webhooks and self.persistence is not None:
+            metrics.set_webhooks(self.persistence.store.webhook_report())
         template = self.population.template
         described = (None if template is None else template.catalogue.fingerprint,
                      self.config.selection.strategy, self.config.environment)

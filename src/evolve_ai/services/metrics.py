@@ -10,6 +10,7 @@ never waits for a scrape longer than a value's lock. Label values are bounded se
 from __future__ import annotations
 
 import importlib.metadata
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -70,6 +71,12 @@ class Metrics:
                              "Sandbox layers in force (1) or not (0).", ["layer"],
                              registry=r)
         self.info = Info("evolve_life_cycle", "The running life cycle.", registry=r)
+        self.webhook_backlog = Gauge("evolve_webhook_backlog",
+                                     "Webhook messages waiting, by endpoint.", ["endpoint"],
+                                     registry=r)
+        self.webhook_dropped = Gauge("evolve_webhook_dropped",
+                                     "Webhook messages dropped so far, by endpoint.",
+                                     ["endpoint"], registry=r)
         for status in STATUSES:
             self.agents.labels(status)
         for state in PROCESS_STATES:
@@ -136,3 +143,18 @@ class Metrics:
         }
         for layer in LAYERS:
             self.sandbox.labels(layer).set(1 if layers[layer] else 0)
+
+    def set_webhooks(self, report: Mapping[str, Mapping[str, Any]]) -> None:
+        """From ``Store.webhook_report``; an endpoint is named by its URL without its
+        query or credentials (bounded: the endpoints of evolve.toml)."""
+        for url, row in report.items():
+            endpoint = endpoint_label(url)
+            self.webhook_backlog.labels(endpoint).set(row.get("backlog") or 0)
+            self.webhook_dropped.labels(endpoint).set(row.get("dropped") or 0)
+
+
+def endpoint_label(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
