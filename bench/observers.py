@@ -19,6 +19,9 @@ between two passes, where only the agents' I/O, the metrics' server and the webh
 senders work; and the median and slowest pass of the run, as ratios to ``off``.
 Targets: metrics and webhooks within noise of ``off`` between passes (+0.1 % of a
 core), no pass slowed by a dead receiver.
+
+``--micro`` measures the metrics' own work in this process instead, in CPU time: one
+pass's update and one scrape's exposition (what the noise of a whole life cycle hides).
 """
 
 from __future__ import annotations
@@ -109,12 +112,58 @@ def run_case(root: Path, name: str, settings: dict[str, object], seconds: float,
             "slowest_pass": max(passes), "overlapped": overlapped}
 
 
+def micro(agents: int) -> None:
+    """The metrics' own CPU, in this process: one pass's update (events of a busy pass,
+    every agent's fitness) and one scrape's exposition, best of 5 x 1000 (CPU time)."""
+    from prometheus_client import generate_latest
+
+    from evolve_ai.core.records import Event
+    from evolve_ai.services.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.describe("0" * 32, "truncation", "sequences")
+    metrics.set_sandbox({"sandbox": "namespaces", "processes": "pids cgroup",
+                         "memory": "memory cgroup", "uids": "one per agent"})
+    events = [Event("born", 0.0, "a"), Event("died", 0.0, "b"),
+              Event("limit", 0.0, "c", (("what", "memory"),))] * (agents // 10)
+
+    def update() -> None:
+        metrics.count(events)
+        metrics.pass_seconds.observe(0.5)
+        for _ in range(agents // 20):
+            metrics.hello_seconds.observe(0.05)
+        metrics.tally_tasks({"sent": 32 * agents, "answered": 31 * agents, "late": 10})
+        metrics.set_population({"active": agents}, {"running": agents}, 12, [0.5] * agents)
+
+    def scrape() -> None:
+        generate_latest(metrics.registry)
+
+    for name, work in (("update, per pass", update), ("exposition, per scrape", scrape)):
+        best = min(_cpu_per_call(work) for _ in range(5))
+        print(f"| {name} ({agents} agents, {len(events)} events) | {best * 1e6:.0f} us | "
+              f"{best * 100:.3f} % of a core at one a second |")
+
+
+def _cpu_per_call(work: Any, calls: int = 1000) -> float:
+    started = time.process_time()
+    for _ in range(calls):
+        work()
+    return (time.process_time() - started) / calls
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=positive_int, default=1000)
     parser.add_argument("--seconds", type=positive_float, default=20.0,
                         help="the window between two passes (under 30)")
+    parser.add_argument("--micro", action="store_true",
+                        help="only the metrics' own CPU, in this process (seconds)")
     args = parser.parse_args()
+    if args.micro:
+        print("| metrics work | CPU per call | as a share of a core |")
+        print("|---|---|---|")
+        micro(args.agents)
+        return 0
     base = Path(tempfile.mkdtemp(prefix="evolve-bench-observers-"))
     root = base / "ws"
     sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
