@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -54,3 +55,11 @@ def user_namespaces_allowed() -> bool:
             if file.read().strip() == closed:
                 return False
     return True
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (the probe is closed again)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -205,7 +205,7 @@ def serve_api(state: _State, listen: str | None) -> None:
 
     from evolve_ai.operations import api
     from evolve_ai.services import config as config_service
-    from evolve_ai.services.metrics import parse_listen
+    from evolve_ai.services.config import parse_listen
 
     with _errors(state):
         workspace = state.workspace()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -24,13 +23,7 @@ from evolve_ai.testing import (
     stop_life_cycle,
     wait_until,
 )
-
-
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.helpers import free_port
 
 
 def _get(port: int, path: str, token: str | None = None,
@@ -46,7 +39,7 @@ def _get(port: int, path: str, token: str | None = None,
 
 
 def _serve(root: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
-    port = _port()
+    port = free_port()
     proc = subprocess.Popen([*evolve_command(), "--root", str(root), "serve-api",
                              "--listen", f"127.0.0.1:{port}", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

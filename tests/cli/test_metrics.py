@@ -31,15 +31,9 @@ from evolve_ai.testing import (
     stop_life_cycle,
     wait_until,
 )
+from tests.helpers import free_port
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "evolve.json"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

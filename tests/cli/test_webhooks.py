@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from evolve_ai.testing import (
     stop_life_cycle,
     wait_until,
 )
+from tests.helpers import free_port
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -41,9 +41,7 @@ class Receiver:
         self.bad_signatures = 0
         self.received: list[tuple[str, dict[str, Any]]] = []  # (message id, payload)
         self.lock = threading.Lock()
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.server: ThreadingHTTPServer | None = None
         self.up()
 
@@ -143,12 +141,7 @@ def test_nothing_accepted_is_lost(tmp_path: Path, receiver: Receiver) -> None:
 
 
 def test_a_dead_endpoint_drops_old_events_and_slows_no_pass(tmp_path: Path) -> None:
-    ports = []
-    for _ in range(2):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            ports.append(probe.getsockname()[1])  # nobody listens once the probe closes
-    dead, metrics = ports
+    dead, metrics = free_port(), free_port()  # nobody listens on dead
     root = init_workspace(tmp_path / "ws", 3, seed=6, settings={
         **FAST_SETTINGS, "selection.every": 2, "metrics.listen": f"127.0.0.1:{metrics}",
         "webhooks": [{"url": f"http://127.0.0.1:{dead}/?key=secret", "secret": SECRET,

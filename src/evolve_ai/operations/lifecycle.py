@@ -37,10 +37,10 @@ from evolve_ai.operations.scheduler import Scheduler, uid_status
 from evolve_ai.operations.versions import Versions
 from evolve_ai.services import config as config_service
 from evolve_ai.services import logs
-from evolve_ai.services.config import Config
+from evolve_ai.services.config import Config, parse_listen
 from evolve_ai.services.forkserver_launcher import ForkServerLauncher
 from evolve_ai.services.launcher import Launcher
-from evolve_ai.services.metrics import Metrics, parse_listen
+from evolve_ai.services.metrics import Metrics
 from evolve_ai.services.notifier import Notifier
 from evolve_ai.services.store import Store
 from evolve_ai.services.supervisor import Supervisor, SupervisorSettings

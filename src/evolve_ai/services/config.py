@@ -176,11 +176,21 @@ class LogsSection:
     event_generations: int = _key(100, "generations of events kept in the store", _positive)
 
 
+def parse_listen(listen: str, key: str = "metrics.listen") -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) as (host, port); ConfigError, naming
+    ``key``, otherwise (port 0: any free port)."""
+    host, _, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{key} must be host:port (e.g. 127.0.0.1:9464), got {listen!r}")
+    return host, int(port)
+
+
 def _listen(value: Any) -> str | None:
-    if value == "":
-        return None
-    host, _, port = str(value).rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    try:
+        if value != "":
+            parse_listen(str(value))
+    except ConfigError:
         return "must be host:port (e.g. 127.0.0.1:9464), or empty for none"
     return None
 

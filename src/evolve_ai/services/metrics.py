@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import start_http_server
 
 from evolve_ai.core.records import PROCESS_STATES, STATUSES, Event
-from evolve_ai.errors import ConfigError
 
 # Events counted, by the name of their counter (``evolve_<name>_total``).
 COUNTED = {"born": "births", "died": "deaths", "crashed": "crashes",
@@ -29,16 +28,6 @@ LAYERS = ("namespaces", "pid_namespace", "no_user_namespaces", "pids_cgroup",
           "memory_cgroup", "own_uids")
 PASS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 HELLO_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
-
-
-def parse_listen(listen: str, key: str = "metrics.listen") -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` for IPv6) as (host, port); ConfigError, naming
-    ``key``, otherwise."""
-    host, _, port = listen.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"{key} must be host:port (e.g. 127.0.0.1:9464), got {listen!r}")
-    return host, int(port)
 
 
 class Metrics:
