@@ -31,6 +31,7 @@ from evolve_ai.workers.build import PYPROJECT, agent_pyproject, named_pyproject,
 
 # What the life cycle does with an agent whose tree cannot be migrated: (agent, reason).
 Quarantine = Callable[[LiveAgent, str], None]
+SETTLE = 1.0  # seconds the template must stay unchanged before it becomes a version
 # Errors of a migration that show a tree the orchestrator did not make (links, files
 # where directories go): the agent's doing. Any other (a full disk) is the machine's.
 TAMPERING = frozenset({errno.ENOTDIR, errno.ELOOP, errno.EISDIR, errno.ENOTEMPTY})
@@ -51,8 +52,14 @@ class Versions:
 
         A template that cannot be used is refused with one logged error, and the
         version in force stays (at a start, the newest one kept): never the
-        population's fault. Then agents that run no process move to the newest version.
+        population's fault. A template changed in the last ``SETTLE`` seconds waits for
+        the next pass (it may be half-saved). Then agents that run no process move to
+        the newest version.
         """
+        if self.population.template is not None and not template_service.settled(
+                self.workspace.template_dir, SETTLE, time.time()):
+            self._migrate_idle()
+            return
         try:
             files, catalogue = template_service.load(self.workspace.template_dir)
             prepare(files, catalogue)  # refuses a bad pyproject.toml now, not at a birth

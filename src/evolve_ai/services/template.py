@@ -62,6 +62,23 @@ def read_template(directory: Path) -> dict[str, bytes]:
     return files
 
 
+def settled(directory: Path, seconds: float, now: float) -> bool:
+    """Whether nothing in the template changed in the last ``seconds`` (files and
+    directories, whose times change when a file is made, renamed or deleted): an
+    editor saves a file in several writes, and a half-written one must not become a
+    version."""
+    newest = 0.0
+    for current, dirnames, filenames in os.walk(directory):
+        dirnames[:] = [d for d in dirnames if d not in SKIPPED_DIRS]
+        for name in (".", *filenames):
+            try:
+                info = os.lstat(os.path.join(current, name))
+            except OSError:
+                return False  # it changes under our eyes
+            newest = max(newest, info.st_mtime, info.st_ctime)
+    return now - newest >= seconds
+
+
 def load(directory: Path) -> tuple[dict[str, bytes], Catalogue]:
     """Read and catalogue a template; TemplateError names the template and the file."""
     files = read_template(directory)
