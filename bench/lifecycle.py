@@ -67,7 +67,9 @@ Measures (``--only`` picks some, e.g. ``--only a,c``):
     window's end): the floor between passes. CPU times tick in 10 ms, so over
     30 s the resolution is 0.03 % of a core. The durations of every pass of
     that run (``pass_done`` in the log; the first one launches every agent)
-    are listed too. Then ``evolve status --json`` is timed 20 times while the
+    are listed too. (The same window with metrics served and webhooks sent is
+    ``bench/observers.py``: one life cycle per case, alternated.) Then
+    ``evolve status --json`` is timed 20 times while the
     life cycle runs, against ``evolve --version`` (the same console script
     doing nothing: interpreter and import cost). Then SIGTERM: the life cycle
     must exit 0 and leave no agent. Targets: orchestrator at most 0.5 % of a

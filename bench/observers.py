@@ -16,7 +16,10 @@ turn:
 Passes run 30 s apart; right after the second (every agent runs), the orchestrator's
 CPU (user+system, in % of one core) is measured over a window of ``--seconds``
 between two passes, where only the agents' I/O, the metrics' server and the webhook
-senders work; and the median and slowest pass of the run, as ratios to ``off``.
+senders work; of it, the senders' own threads (named ``webhook-N`` in the kernel, read
+from ``/proc``: a figure the rest of the process's noise does not reach); the median
+and slowest pass of the run, as ratios to ``off``; and the senders' CPU per message
+delivered over the whole runs.
 Targets: metrics and webhooks within noise of ``off`` between passes (+0.1 % of a
 core), no pass slowed by a dead receiver.
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import socket
@@ -54,6 +58,7 @@ from bench._procs import processes_under
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 INTERVAL = 30.0  # seconds between passes
+SCRAPES = 500  # scrapes over HTTP in --micro, per round
 
 
 def free_port() -> int:
@@ -92,6 +97,7 @@ def run_case(root: Path, name: str, settings: dict[str, object], seconds: float,
             time.sleep(0.2)
         process = psutil.Process(proc.pid)
         passes_before = len(read_events(root, "pass_done"))
+        senders_before = sender_cpu(proc.pid)
         before = process.cpu_times()
         started = time.monotonic()
         while time.monotonic() - started < seconds:
@@ -102,14 +108,31 @@ def run_case(root: Path, name: str, settings: dict[str, object], seconds: float,
             time.sleep(1.0)
         wall = time.monotonic() - started
         after = process.cpu_times()
+        senders_window = sender_cpu(proc.pid) - senders_before
+        senders_total = sender_cpu(proc.pid)
         overlapped = len(read_events(root, "pass_done")) - passes_before
         passes = [float(e["seconds"]) for e in read_events(root, "pass_done")]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(120)
     cpu = (after.user - before.user) + (after.system - before.system)
-    return {"idle_cpu": 100 * cpu / wall, "median_pass": statistics.median(passes),
+    return {"idle_cpu": 100 * cpu / wall, "senders_window": 100 * senders_window / wall,
+            "senders_total": senders_total, "median_pass": statistics.median(passes),
             "slowest_pass": max(passes), "overlapped": overlapped}
+
+
+def sender_cpu(pid: int) -> float:
+    """CPU seconds so far of ``pid``'s webhook sender threads (named ``webhook-N`` in
+    the kernel): their own cost, apart from the noise of the rest of the process."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().startswith("webhook-"):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+    return total
 
 
 def micro(agents: int) -> None:
@@ -142,6 +165,20 @@ def micro(agents: int) -> None:
         best = min(_cpu_per_call(work) for _ in range(5))
         print(f"| {name} ({agents} agents, {len(events)} events) | {best * 1e6:.0f} us | "
               f"{best * 100:.3f} % of a core at one a second |")
+    # The whole scrape as the life cycle serves it: its HTTP server (a thread per
+    # request) and the exposition; the client is another process, not counted.
+    port = free_port()
+    update()
+    metrics.serve("127.0.0.1", port)
+    client = (f"import urllib.request\nfor _ in range({SCRAPES}):\n"
+              f"    urllib.request.urlopen('http://127.0.0.1:{port}/metrics').read()")
+    best = float("inf")
+    for _ in range(5):
+        started = time.process_time()
+        subprocess.run([sys.executable, "-c", client], check=True)
+        best = min(best, (time.process_time() - started) / SCRAPES)
+    print(f"| a scrape over HTTP, server side | {best * 1e6:.0f} us | "
+          f"{best * 100:.3f} % of a core at one a second |")
 
 
 def _cpu_per_call(work: Any, calls: int = 1000) -> float:
@@ -190,17 +227,24 @@ def main() -> int:
             results[name] = run_case(root, name, settings, args.seconds, scrape)
         off = results["off"]
         print(f"| case ({args.agents} agents) | CPU between passes, % of a core "
-              "(minus off) | median pass (ratio) | slowest pass | passes in the window |")
-        print("|---|---|---|---|---|")
+              "(minus off) | of it, webhook senders | median pass (ratio) | slowest pass "
+              "| passes in the window |")
+        print("|---|---|---|---|---|---|")
         for name, r in results.items():
             print(f"| {name} | {r['idle_cpu']:.2f} ({r['idle_cpu'] - off['idle_cpu']:+.2f}) "
+                  f"| {r['senders_window']:.3f} "
                   f"| {r['median_pass']:.3f} s ({r['median_pass'] / off['median_pass']:.2f}) "
                   f"| {r['slowest_pass']:.3f} s | {r['overlapped']:.0f} |")
-        print(f"webhook messages received: {Sink.received}", file=sys.stderr)
         report = json.loads(run_evolve(root, "webhooks", "--json").stdout)
+        delivered = sum(row["delivered"] for row in report)
         for row in report:
             print(f"# {row['url']}: delivered {row['delivered']}, backlog {row['backlog']}, "
                   f"dropped {row['dropped']}", file=sys.stderr)
+        spent = results["metrics+1"]["senders_total"] + results["metrics+3"]["senders_total"]
+        if delivered:
+            print(f"\nwebhook senders, whole runs: {spent:.2f} s of CPU for {delivered} "
+                  f"messages delivered: {1e6 * spent / delivered:.0f} us a message "
+                  "(a failed try to the dead endpoint included)")
     finally:
         sink.shutdown()
         for leftover in processes_under(base):

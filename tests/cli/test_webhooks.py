@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -208,5 +209,41 @@ def test_per_agent_events_can_come_in_batches(tmp_path: Path) -> None:
         assert len(ids) == len(set(ids))  # one id per event
         kinds = {e["type"] for p in batches for e in p["data"]["events"]}
         assert {"life_cycle_started", "started"} <= kinds
+    finally:
+        receiver.down()
+
+
+def _thread_switches(pid: int, name: str) -> int:
+    """Voluntary context switches of ``pid``'s thread named ``name`` in the kernel."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if (task / "comm").read_text().strip() == name:
+            status = (task / "status").read_text()
+            return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+    raise AssertionError(f"no thread named {name} in {pid}")
+
+
+def test_an_idle_sender_sleeps_until_a_pass_has_something_for_it(tmp_path: Path) -> None:
+    """Between passes with nothing to send, the endpoint's thread never wakes (no
+    polling of the store), and it wakes as soon as a pass saves an event it wants."""
+    receiver = Receiver()
+    try:
+        root = init_workspace(tmp_path / "ws", 3, seed=6, settings={
+            **FAST_SETTINGS, "selection.every": 100000,
+            "webhooks": [{"url": receiver.url, "secret": SECRET,
+                          "events": ["config_reloaded"]}]})
+        proc = start_life_cycle(root)
+        try:
+            wait_until(lambda: len(read_events(root, "pass_done")) >= 3, 60, "three passes")
+            before = _thread_switches(proc.pid, "webhook-0")
+            passes = len(read_events(root, "pass_done"))
+            time.sleep(3.0)  # a window of several passes (a poller would wake 3 times)
+            assert len(read_events(root, "pass_done")) > passes + 2
+            assert _thread_switches(proc.pid, "webhook-0") == before  # it slept throughout
+            set_config(root, {"selection.every": 99999})
+            proc.send_signal(signal.SIGHUP)  # a config_reloaded event: it wakes and sends
+            wait_until(lambda: any(p["type"] == "config_reloaded" for _, p in receiver.received),
+                       30, "the reload delivered")
+        finally:
+            stop_life_cycle(proc)
     finally:
         receiver.down()

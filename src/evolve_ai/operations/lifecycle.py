@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from evolve_ai._linux import name_thread
 from evolve_ai.core.records import AgentRow, Event, GenerationRow
 from evolve_ai.core.selection.builtins import load_strategy
 from evolve_ai.environments import Settings, load_environment
@@ -204,6 +205,7 @@ class LifeManager:
         keep = self.config.backup.keep
 
         def run() -> None:
+            name_thread()
             started = time.monotonic()
             try:
                 made = backups.backup(self.workspace)
@@ -261,7 +263,7 @@ class LifeManager:
         saved = persistence.save(generations, births, self.config.logs.event_generations)
         self.notifier.publish(saved)
         if self.deliverer is not None:
-            self.deliverer.wake()
+            self.deliverer.notice(saved)
         self._measure(saved, time.monotonic() - started)
         if extinct is not None:  # saved first: the error is recorded with the pass
             self.stop_reason = "extinction"

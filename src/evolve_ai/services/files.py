@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from evolve_ai._linux import syncfs
+from evolve_ai._linux import name_thread, syncfs
 
 
 def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
@@ -72,6 +72,7 @@ class Shredder:
             self._thread = None
 
     def _run(self) -> None:
+        name_thread()
         while (path := self._queue.get()) is not None:
             shutil.rmtree(path, ignore_errors=True)
 

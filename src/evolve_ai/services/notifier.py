@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from evolve_ai._linux import name_thread
 from evolve_ai.core.records import Event
 from evolve_ai.plugins import load_plugin
 from evolve_ai.services import logs
@@ -104,6 +105,7 @@ class Notifier:
         self._start_thread()
 
     def _run(self, source: queue.Queue[dict[str, Any] | None]) -> None:
+        name_thread()
         while True:
             item = source.get()
             if item is None or source is not self._queue:

@@ -411,6 +411,9 @@ class Store:
     def outbox_expire(self, endpoint: str, created_before: float, now: float) -> int:
         """Drop ``endpoint``'s messages made before ``created_before`` (past ``max_age``),
         with one ``webhook_dropped`` event; how many."""
+        if self._db.execute("SELECT 1 FROM outbox WHERE endpoint = ? AND created < ? LIMIT 1",
+                            (endpoint, created_before)).fetchone() is None:
+            return 0  # the common case: no write lock taken
         with self.transaction() as db:
             dropped = db.execute("DELETE FROM outbox WHERE endpoint = ? AND created < ?",
                                  (endpoint, created_before)).rowcount

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from standardwebhooks.webhooks import Webhook as Signer
 
+from evolve_ai._linux import name_thread
 from evolve_ai.core.records import Event
 from evolve_ai.services import logs
 from evolve_ai.services.config import Webhook
@@ -36,7 +37,7 @@ from evolve_ai.services.store import Store
 
 FIRST_DELAY = 1.0  # seconds before the first retry; doubles with each failure
 LONGEST_DELAY = 300.0
-IDLE_POLL = 1.0  # seconds between looks at an empty outbox (a pass wakes it sooner)
+ERROR_DELAY = 1.0  # seconds before looking again after the store failed
 
 
 def messages(endpoints: Sequence[Webhook], events: Iterable[Event]
@@ -57,7 +58,7 @@ def messages(endpoints: Sequence[Webhook], events: Iterable[Event]
 
 
 class Deliverer:
-    """The sender threads; ``wake`` after a pass saved messages, ``stop`` at the end."""
+    """The sender threads; ``notice`` after a pass saved messages, ``stop`` at the end."""
 
     def __init__(self, db_path: Path, endpoints: Sequence[Webhook]) -> None:
         self.db_path = db_path
@@ -73,18 +74,24 @@ class Deliverer:
         for thread in self._threads:
             thread.start()
 
-    def wake(self) -> None:
-        for event in self._wake.values():
-            event.set()
+    def notice(self, saved: Iterable[Event]) -> None:
+        """Wake the endpoints that want one of a pass's ``saved`` events (now in the
+        outbox); the others sleep on."""
+        kinds = {event.kind for event in saved}
+        for endpoint in self.endpoints:
+            if any(endpoint.wants(kind) for kind in kinds):
+                self._wake[endpoint.url].set()
 
     def stop(self) -> None:
         """Let each thread finish the delivery under way (``timeout`` at most)."""
         self._stop.set()
-        self.wake()
+        for event in self._wake.values():
+            event.set()
         for thread, endpoint in zip(self._threads, self.endpoints, strict=True):
             thread.join(endpoint.timeout + 1.0)
 
     def _run(self, endpoint: Webhook) -> None:
+        name_thread()
         signer = Signer(endpoint.secret)
         wake = self._wake[endpoint.url]
         try:
@@ -93,38 +100,36 @@ class Deliverer:
             self.log.error("webhook_stopped", endpoint=endpoint.url, error=str(error))
             return
         with store:
-            paused_until = 0.0  # after a failure the endpoint rests: one try per delay
+            resting_until = 0.0  # after a failure the endpoint rests: one try per delay
             while not self._stop.is_set():
-                upcoming: float | None = paused_until
+                wake.clear()  # before looking: a pass that saves from now on wakes us
+                upcoming: float | None
                 try:
-                    now = time.time()
-                    if now >= paused_until:
-                        self._expire(store, endpoint, now)
-                        due = store.outbox_due(endpoint.url, now)
-                        for start in range(0, len(due), endpoint.batch):
-                            if self._stop.is_set():
-                                break
-                            retry_at = self._deliver(store, endpoint, signer,
-                                                     due[start: start + endpoint.batch])
-                            if retry_at is not None:
-                                paused_until = retry_at
-                                break
-                        else:
-                            if due:
-                                continue
-                        upcoming = store.outbox_next(endpoint.url)
-                        if paused_until > now:
-                            upcoming = paused_until
+                    if time.time() >= resting_until:
+                        resting_until = self._send_due(store, endpoint, signer) or 0.0
+                    upcoming = resting_until or store.outbox_next(endpoint.url)
                 except Exception as error:  # a busy or damaged store: try again later
                     self.log.error("webhook_error", endpoint=endpoint.url, error=str(error))
-                    upcoming = None
-                wait = IDLE_POLL if upcoming is None else max(0.0, upcoming - time.time())
-                if paused_until > time.time():
-                    wait = paused_until - time.time()  # a wake-up does not end the rest
-                    self._stop.wait(min(wait, IDLE_POLL))
+                    upcoming = time.time() + ERROR_DELAY
+                # Idle, it sleeps until a pass wakes it or a message falls due: no polling.
+                if resting_until > time.time():
+                    self._stop.wait(resting_until - time.time())  # a wake-up does not end a rest
                 else:
-                    wake.wait(min(wait, IDLE_POLL))
-                    wake.clear()
+                    wake.wait(None if upcoming is None else max(0.0, upcoming - time.time()))
+
+    def _send_due(self, store: Store, endpoint: Webhook, signer: Signer) -> float | None:
+        """Deliver every message due now, oldest first; None when all went, else when to
+        try again (a failure stops the round)."""
+        self._expire(store, endpoint, time.time())
+        while due := store.outbox_due(endpoint.url, time.time()):
+            for start in range(0, len(due), endpoint.batch):
+                if self._stop.is_set():
+                    return None
+                retry_at = self._deliver(store, endpoint, signer,
+                                         due[start: start + endpoint.batch])
+                if retry_at is not None:
+                    return retry_at
+        return None
 
     def _expire(self, store: Store, endpoint: Webhook, now: float) -> None:
         """Messages older than ``max_age`` are dropped, all at once."""
