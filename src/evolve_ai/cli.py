@@ -13,7 +13,7 @@ import click
 
 from evolve_ai import render
 from evolve_ai.core.records import STATUSES
-from evolve_ai.errors import EvolveError
+from evolve_ai.errors import EvolveError, LockHeld
 from evolve_ai.operations import MAX_AGENTS_PER_INIT
 from evolve_ai.services import logs
 from evolve_ai.services.workspace import Workspace, resolve_root
@@ -112,23 +112,46 @@ def life_cycle(state: _State, once: bool, generations: int | None, interval: flo
         overrides["lifecycle.workers"] = workers
     with _errors(state):
         summary = run_life_cycle(state.workspace(),
-                                 RunOptions(once=once, generations=generations, seed=seed),
+                                 RunOptions(once=once, generations=generations, seed=seed,
+                                            panel=state.interactive and not state.verbose),
                                  overrides)
     if not state.quiet and sys.stdout.isatty():
         click.echo(f"stopped ({summary.stopped_by}) after {summary.passes} passes, "
                    f"generation {summary.generations}")
+    if summary.stopped_by == "SIGINT":  # agents stopped, all saved: the shell's convention
+        sys.exit(130)
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--last", type=click.IntRange(0), metavar="N",
+              help=f"The last N generations of the history (default: {render.SCREENFUL} on the "
+                   "table, all in JSON).")
+@click.option("--csv", "as_csv", is_flag=True, help="The whole history, as CSV.")
+@click.option("--watch", type=click.FloatRange(0.2), metavar="SECONDS", is_flag=False,
+              flag_value=2.0, help="Refresh every SECONDS (2 if not given) until Ctrl-C.")
 @click.pass_obj
-def status(state: _State, as_json: bool) -> None:
-    """Population, statuses, fitness and per-generation history."""
+def status(state: _State, as_json: bool, last: int | None, as_csv: bool,
+           watch: float | None) -> None:
+    """Whether a life cycle runs; population, statuses, fitness; history by generation."""
     from evolve_ai.operations import inspect
 
+    if sum((as_json, as_csv, watch is not None)) > 1:
+        raise click.UsageError("--json, --csv and --watch cannot be used together")
+    if as_csv and last is not None:
+        raise click.UsageError("--csv exports the whole history: no --last")
+    if last is None and not as_json and not as_csv:
+        last = render.SCREENFUL
     with _errors(state):
-        data = inspect.status(state.workspace())
-    click.echo(render.dumps(data) if as_json else render.status_text(data))
+        workspace = state.workspace()
+        if watch is not None:
+            render.watch(lambda: render.status_text(inspect.status(workspace, last)), watch)
+            return
+        data = inspect.status(workspace, last)
+    if as_csv:
+        click.echo(render.history_csv(data["history"]), nl=False)
+    else:
+        click.echo(render.dumps(data) if as_json else render.status_text(data))
 
 
 @cli.command()
@@ -310,7 +333,8 @@ def _fail(state: _State, exc: BaseException) -> NoReturn:
     if state.verbose and not isinstance(exc, KeyboardInterrupt):
         traceback.print_exc()
     line, code = render.failure(exc)
-    click.echo(line, err=True)
+    if not (state.quiet and isinstance(exc, LockHeld)):  # under cron: the normal case
+        click.echo(line, err=True)
     sys.exit(code)
 
 

@@ -60,7 +60,7 @@ def run_status(root: str | None, as_json: bool) -> int:
         from evolve_ai.operations import inspect
         from evolve_ai.services.workspace import resolve_root
 
-        data = inspect.status(resolve_root(root))
+        data = inspect.status(resolve_root(root), None if as_json else render.SCREENFUL)
         text = render.dumps(data) if as_json else render.status_text(data)
     except (Exception, KeyboardInterrupt) as exc:
         line, code = render.failure(exc)

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import sys
+from pathlib import Path
 from typing import Any
 
 from evolve_ai.errors import ConfigError
+
+
+def search_in(directory: Path) -> None:
+    """Let ``module:attr`` plug-ins be found in ``directory`` (the workspace's), after
+    everything else on the path: a file there never shadows an installed module."""
+    entry = str(directory.resolve())
+    if entry not in sys.path:
+        sys.path.append(entry)
+        importlib.invalidate_caches()
 
 
 def load_plugin(reference: str, group: str, what: str) -> Any:

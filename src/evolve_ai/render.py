@@ -7,9 +7,12 @@ Shared by the full command line (``cli``) and the quick path of ``evolve status`
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from evolve_ai.errors import EvolveError
+
+SCREENFUL = 20  # generations of history in the status table unless --last says
 
 
 def dumps(data: Any) -> str:
@@ -41,10 +44,32 @@ def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def when(stamp: float | None) -> str:
+    import time
+
+    return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+def ago(stamp: float | None) -> str:
+    import time
+
+    if stamp is None:
+        return "never"
+    seconds = max(0.0, time.time() - stamp)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
 def status_text(data: dict[str, Any]) -> str:
     counts = data["counts"]
+    cycle = data["life_cycle"]
+    running = (f"running (pid {cycle['pid']}, since {when(cycle['since'])}); "
+               if cycle["running"] else "not running; ")
     lines = [
         f"workspace   {data['root']}",
+        f"life cycle  {running}last pass {ago(cycle['last_pass'])}",
         f"generation  {data['generation']}",
         "agents      " + "  ".join(f"{k} {counts[k]}" for k in
                                    ("active", "disabled", "quarantined", "dead", "running")),
@@ -67,7 +92,45 @@ def status_text(data: dict[str, Any]) -> str:
             f"{h['population']:>7} {h['births']:>7} {h['deaths']:>7}"
             for h in data["history"]
         ]
+        hidden = data["history_total"] - len(data["history"])
+        if hidden > 0:
+            lines.append(f"({hidden} earlier generations: --last N shows more, "
+                         "--csv exports them all)")
     return "\n".join(lines)
+
+
+HISTORY_FIELDS = ("generation", "mean", "max", "population", "births", "deaths")
+
+
+def history_csv(history: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(HISTORY_FIELDS)
+    writer.writerows([row[key] for key in HISTORY_FIELDS] for row in history)
+    return out.getvalue()
+
+
+def watch(text: Callable[[], str], seconds: float) -> None:
+    """Print ``text()`` every ``seconds`` until Ctrl-C: in place on a terminal, one
+    snapshot after another elsewhere. Ctrl-C is how it ends: no error."""
+    import sys
+    import time
+
+    on_terminal = sys.stdout.isatty()
+    try:
+        while True:
+            frame = text()
+            if on_terminal:  # home, then clear to the end: no flicker of a blank screen
+                sys.stdout.write("\x1b[H" + frame.replace("\n", "\x1b[K\n") + "\x1b[K\x1b[J\n")
+            else:
+                sys.stdout.write(frame + "\n\n")
+            sys.stdout.flush()
+            time.sleep(seconds)
+    except KeyboardInterrupt:
+        return
 
 
 def agent_text(data: dict[str, Any]) -> str:
@@ -91,8 +154,6 @@ def agent_text(data: dict[str, Any]) -> str:
 
 def templates_text(data: dict[str, Any]) -> str:
     """The versions table; with a diff, the diff alone."""
-    import time
-
     diff = data.get("diff")
     if diff:
         lines = [f"from {diff['from'][:12]} to {diff['to'][:12]}"]
@@ -103,8 +164,7 @@ def templates_text(data: dict[str, Any]) -> str:
         return "\n".join(lines if len(lines) > 1 else [*lines, "  no difference"])
     lines = [f"{'version':<14} {'created':<20} {'agents':>7} {'files':>6} {'genes':>6}"]
     for v in data["versions"]:
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["created"]))
-        lines.append(f"{v['fingerprint'][:12]:<14} {created:<20} {v['agents']:>7} "
+        lines.append(f"{v['fingerprint'][:12]:<14} {when(v['created']):<20} {v['agents']:>7} "
                      f"{v['files']:>6} {v['genes']:>6}{'  newest' if v['newest'] else ''}")
     refused = data.get("refused")
     if refused:
@@ -122,12 +182,6 @@ def agents_text(rows: list[dict[str, Any]]) -> str:
 
 
 def webhooks_text(rows: list[dict[str, Any]]) -> str:
-    import time
-
-    def when(stamp: float | None) -> str:
-        return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S",
-                                                       time.localtime(stamp))
-
     if not rows:
         return "no webhook endpoint ([[webhooks]] in evolve.toml)"
     lines = []

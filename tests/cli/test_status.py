@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from evolve_ai.entry import quick_status
-from evolve_ai.testing import init_workspace, run_evolve
+from evolve_ai.testing import (
+    FAST_SETTINGS,
+    init_workspace,
+    run_evolve,
+    start_life_cycle,
+    status_json,
+    wait_until,
+)
 
 _CLICK_ONLY = [sys.executable, "-c", "import sys; from evolve_ai.cli import main; "
                "sys.argv[0] = 'evolve'; main()"]
@@ -90,3 +102,48 @@ def test_quick_path_does_not_import_click(tmp_path: Path) -> None:
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["counts"]["active"] == 2
+
+
+def test_status_says_whether_a_life_cycle_runs_and_forgets_the_dead(tmp_path: Path) -> None:
+    """The lock is the truth: a kill -9 leaves records of running agents in the store,
+    and status then shows none of them as running."""
+    root = init_workspace(tmp_path / "ws", 4, seed=4, settings={
+        **FAST_SETTINGS, "selection.every": 2})
+    idle = status_json(root)["life_cycle"]
+    assert idle == {"running": False, "pid": None, "since": None, "last_pass": None}
+    proc = start_life_cycle(root)
+    try:
+        wait_until(lambda: status_json(root)["counts"]["running"] == 4, 60, "4 running")
+        live = status_json(root)["life_cycle"]
+        assert live["running"] and live["pid"] == proc.pid
+        assert live["since"] <= live["last_pass"] <= time.time()
+        text = run_evolve(root, "status").stdout
+        assert f"running (pid {proc.pid}, since" in text
+        wait_until(lambda: len(status_json(root)["history"]) >= 4, 60, "3 generations")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    after = status_json(root)
+    assert not after["life_cycle"]["running"] and after["life_cycle"]["last_pass"]
+    assert after["counts"]["running"] == 0
+    listed = json.loads(run_evolve(root, "agents", "--json").stdout)
+    assert listed and {row["process"] for row in listed} == {"stopped"}
+    assert "life cycle  not running; last pass" in run_evolve(root, "status").stdout
+
+
+def test_history_last_n_and_csv(tmp_path: Path) -> None:
+    root = init_workspace(tmp_path / "ws", 4, seed=4, settings={
+        **FAST_SETTINGS, "selection.every": 1})
+    assert run_evolve(root, "life-cycle", "--generations", "5").returncode == 0
+    history = status_json(root)["history"]  # JSON: the whole history
+    assert len(history) == 6
+    table = run_evolve(root, "status", "--last", "2").stdout
+    rows = [line.split() for line in table.splitlines() if re.match(r"\s+\d+ ", line)]
+    assert [int(r[0]) for r in rows] == [4, 5]
+    assert "4 earlier generations" in table
+    csv_text = run_evolve(root, "status", "--csv").stdout
+    parsed = list(csv.DictReader(io.StringIO(csv_text)))
+    assert [int(r["generation"]) for r in parsed] == [h["generation"] for h in history]
+    assert float(parsed[-1]["mean"]) == pytest.approx(history[-1]["mean"])
+    both = run_evolve(root, "status", "--csv", "--json")
+    assert both.returncode == 2 and "cannot be used together" in both.stderr

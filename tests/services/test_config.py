@@ -27,12 +27,15 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
 
 def test_values_are_read(tmp_path: Path) -> None:
     path = tmp_path / "evolve.toml"
-    path.write_text('hooks = ["pkg.mod:hook"]\n[lifecycle]\ninterval = 2\n'
+    (tmp_path / "values_pkg").mkdir()  # a plug-in beside the file: importable from there
+    (tmp_path / "values_pkg" / "__init__.py").write_text("")
+    (tmp_path / "values_pkg" / "mod.py").write_text("def hook(event):\n    pass\n")
+    path.write_text('hooks = ["values_pkg.mod:hook"]\n[lifecycle]\ninterval = 2\n'
                     '[selection]\nstrategy = "tournament"\n')
     loaded = config.load(path)
     assert loaded.lifecycle.interval == 2.0
     assert isinstance(loaded.lifecycle.interval, float)
-    assert loaded.hooks == ("pkg.mod:hook",)
+    assert loaded.hooks == ("values_pkg.mod:hook",)
     assert loaded.selection.strategy == "tournament"
 
 
@@ -84,3 +87,18 @@ def test_rendered_default_is_plain_toml() -> None:
     assert parsed["selection"]["strategy"] == "truncation"
     assert parsed["selection"]["every"] == 8
     assert parsed["evaluation"]["tasks_per_pass"] == 32
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('environment = "no_such_module_here:make"\n', "environment"),
+    ('hooks = ["json:no_such_function"]\n', "hooks[0]"),
+    ('[selection]\nstrategy = "no_such_strategy_module:pick"\n', "selection.strategy"),
+])
+def test_a_plugin_that_does_not_import_is_refused(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "evolve.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {key} ") and "cannot be loaded" in message
+    assert str(tmp_path) in message.split("imported from")[1]  # where it was looked for

@@ -10,15 +10,29 @@ from evolve_ai.services.store import Store
 from evolve_ai.services.workspace import Workspace
 
 
-def status(workspace: Workspace) -> dict[str, Any]:
+def status(workspace: Workspace, last: int | None = None) -> dict[str, Any]:
+    """The population now; ``history`` whole, or its ``last`` generations. Whether a life
+    cycle runs is read from the workspace's lock, not from the store: after a kill -9
+    the store still says which processes ran, and none of them is counted as running."""
     _clean_if_idle(workspace)
+    holder = workspace.life_cycle()
     with Store.open(workspace.db_path) as store:
+        history = store.history()
+        counts = store.counts()
+        if holder is None:
+            counts["running"] = 0
         return {
             "root": str(workspace.root),
+            "life_cycle": {"running": holder is not None,
+                           "pid": None if holder is None else holder[0],
+                           "since": None if holder is None else holder[1],
+                           "last_pass": store.last_pass()},
             "generation": store.generation(),
-            "counts": store.counts(),
+            "counts": counts,
             "fitness": store.fitness_summary(),
-            "history": [row._asdict() for row in store.history()],
+            "history": [row._asdict() for row in
+                        (history if last is None else history[-last:] if last else [])],
+            "history_total": len(history),
             "sandbox": store.sandbox(),
             "template": _template_summary(store),
         }
@@ -70,6 +84,8 @@ def show(workspace: Workspace, agent_id: str) -> dict[str, Any]:
         # Stored genomes were validated on the way in, so plain decoding is safe.
         agent["genome"] = None if data is None else msgpack.unpackb(data, raw=False)
         agent["directory"] = str(workspace.agent_dir(agent["id"]))
+        if workspace.life_cycle() is None:  # what the store last recorded ran no longer
+            agent["process"], agent["pid"] = "stopped", None
         agent["events"] = store.events_of(agent["id"])
         version = next((v for v in store.templates() if v.fingerprint == agent["template"]),
                        None)
@@ -86,7 +102,11 @@ def agents(workspace: Workspace, status: str, order: str, limit: int | None
         rows = store.agents(None if status == "all" else status, order, limit)
     keys = ("id", "status", "generation", "parent", "fitness", "evaluations", "restarts",
             "process", "active_functions", "template", "reason")
-    return [{key: getattr(row, key) for key in keys} for row in rows]
+    listed = [{key: getattr(row, key) for key in keys} for row in rows]
+    if workspace.life_cycle() is None:  # what the store last recorded ran no longer
+        for row in listed:
+            row["process"] = "stopped"
+    return listed
 
 
 def lineage(workspace: Workspace, agent_id: str) -> dict[str, Any]:

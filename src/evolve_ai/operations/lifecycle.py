@@ -43,10 +43,12 @@ from evolve_ai.services.forkserver_launcher import ForkServerLauncher
 from evolve_ai.services.launcher import Launcher
 from evolve_ai.services.metrics import Metrics
 from evolve_ai.services.notifier import Notifier
+from evolve_ai.services.panel import Panel, PassView
 from evolve_ai.services.store import Store
 from evolve_ai.services.supervisor import Supervisor, SupervisorSettings
 from evolve_ai.services.webhooks import Deliverer
 from evolve_ai.services.workspace import Workspace
+from evolve_ai.workers import ignore_interrupts
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ class RunOptions:
     once: bool = False
     generations: int | None = None
     seed: int | None = None
+    panel: bool = False  # a live summary on the terminal (stderr)
     # Settings given on the command line: they win over evolve.toml at every reload.
     overrides: Mapping[str, Any] = field(default_factory=dict)
 
@@ -75,6 +78,7 @@ class LifeManager:
         self.log = logs.get_logger(command="life-cycle")
         self.passes = 0
         self.metrics: Metrics | None = None  # when metrics.listen is set
+        self.panel: Panel | None = None  # on a terminal
         self.deliverer: Deliverer | None = None  # when [[webhooks]] are set
         self.persistence: Persistence | None = None
         self._described: tuple[str | None, str, str] | None = None  # its info, as said
@@ -109,7 +113,8 @@ class LifeManager:
 
     def run(self) -> RunSummary:
         summary = RunSummary()
-        with self._signals(), self._pool(), Store.open(self.workspace.db_path) as store:
+        with self._signals(), self._panel(), self._pool(), \
+                Store.open(self.workspace.db_path) as store:
             persistence = Persistence(store, self.population, self.supervisor)
             self.persistence = persistence
             self._send_webhooks()
@@ -169,9 +174,23 @@ class LifeManager:
         self.metrics = metrics
         self.log.info("metrics_served", listen=listen)
 
-    def _measure(self, events: list[Event], seconds: float) -> None:
-        """The pass, in the metrics (when served)."""
-        metrics = self.metrics
+    def _observe(self, events: list[Event], generations: list[GenerationRow],
+                 seconds: float) -> None:
+        """The pass, in the metrics (when served) and on the panel (when shown)."""
+        metrics, panel = self.metrics, self.panel
+        if metrics is None and panel is None:
+            return
+        statuses: dict[str, int] = {}
+        for agent in self.population.agents.values():
+            statuses[agent.status] = statuses.get(agent.status, 0) + 1
+        active = self.population.active()
+        states = self.supervisor.states(a.id for a in active)
+        fitness = [a.fitness for a in active if a.fitness is not None]
+        if panel is not None:
+            for row in generations:
+                panel.closed(row)
+            panel.show(PassView(self.passes, seconds, self.population.generation, statuses,
+                                states.get("running", 0), fitness))
         if metrics is None:
             return
         metrics.count(events)
@@ -179,13 +198,7 @@ class LifeManager:
         for latency in self.supervisor.take_hellos():
             metrics.hello_seconds.observe(latency)
         metrics.tally_tasks(self.evaluator.totals)
-        statuses: dict[str, int] = {}
-        for agent in self.population.agents.values():
-            statuses[agent.status] = statuses.get(agent.status, 0) + 1
-        active = self.population.active()
-        metrics.set_population(statuses, self.supervisor.states(a.id for a in active),
-                               self.population.generation,
-                               [a.fitness for a in active if a.fitness is not None])
+        metrics.set_population(statuses, states, self.population.generation, fitness)
         if self.config.webhooks and self.persistence is not None:
             metrics.set_webhooks(self.persistence.store.webhook_report())
         template = self.population.template
@@ -264,7 +277,7 @@ class LifeManager:
         self.notifier.publish(saved)
         if self.deliverer is not None:
             self.deliverer.notice(saved)
-        self._measure(saved, time.monotonic() - started)
+        self._observe(saved, generations, time.monotonic() - started)
         if extinct is not None:  # saved first: the error is recorded with the pass
             self.stop_reason = "extinction"
             raise extinct
@@ -392,6 +405,21 @@ class LifeManager:
             signal.set_wakeup_fd(old_wakeup)
 
     @contextlib.contextmanager
+    def _panel(self) -> Iterator[None]:
+        """The live panel, taking the console's warnings while it is shown."""
+        if not self.options.panel:
+            yield
+            return
+        self.panel = Panel(str(self.workspace.root), self.config.lifecycle.interval)
+        self.panel.start()
+        logs.tap_console(self.panel.warn)
+        try:
+            yield
+        finally:
+            logs.tap_console(None)
+            self.panel.stop(self.stop_reason or "error")
+
+    @contextlib.contextmanager
     def _pool(self) -> Iterator[None]:
         workers = self.config.workers
         if workers <= 1:
@@ -400,7 +428,8 @@ class LifeManager:
         # forkserver: workers never inherit the agents' pipe ends from this process.
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["evolve_ai.workers.scan"])
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                        initializer=ignore_interrupts)
         try:
             yield
         finally:

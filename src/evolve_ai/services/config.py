@@ -23,7 +23,7 @@ import tomlkit.exceptions
 from tomlkit.container import Container
 from tomlkit.items import Table
 
-from evolve_ai import environments
+from evolve_ai import environments, plugins
 from evolve_ai.core.selection import builtins as selection_builtins
 from evolve_ai.errors import ConfigError
 from evolve_ai.services.files import atomic_write
@@ -441,7 +441,28 @@ def load(path: Path) -> Config:
         document = tomlkit.parse(text)
     except tomlkit.exceptions.ParseError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return from_plain(document.unwrap(), str(path))
+    config = from_plain(document.unwrap(), str(path))
+    _check_plugins(config, path)
+    return config
+
+
+def _check_plugins(config: Config, path: Path) -> None:
+    """Import every ``module:attr`` plug-in the file names, from the workspace directory
+    (the file's) or the Python path: a name that does not import is refused now, by
+    whichever command reads the file, not hours later by the life cycle."""
+    named = [("environment", config.environment),
+             ("selection.strategy", config.selection.strategy),
+             *((f"hooks[{i}]", hook) for i, hook in enumerate(config.hooks))]
+    named = [(key, value) for key, value in named if ":" in value]
+    if not named:
+        return
+    plugins.search_in(path.parent)
+    for key, reference in named:
+        try:
+            plugins.load_plugin(reference, "", key)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc} (plug-ins are imported from {path.parent} "
+                              "and the Python path)") from None
 
 
 def render_default() -> str:

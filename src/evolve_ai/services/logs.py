@@ -1,7 +1,8 @@
 """structlog set-up: every event as a JSON line in ``logs/evolve.jsonl``, some on the console.
 
-The console shows what the verbosity lets through (``-q`` errors only; without a
-terminal, warnings and up, so cron stays quiet); the file keeps every event.
+The console shows what the verbosity lets through (``-q`` errors only; ``-v`` every
+event; else warnings and up, so cron stays quiet and a terminal calm); the file keeps
+every event. A live panel may take the console's lines instead (``tap_console``).
 structlog is imported on first use, so commands that log nothing start faster.
 """
 
@@ -11,7 +12,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ class _Sinks:
         self.max_bytes = 0  # roll the file over past this size; 0: never
         self.files = 0  # rolled-over copies kept
         self.written = 0
+        self.tap: Callable[[Mapping[str, Any]], None] | None = None  # instead of the console
         self._console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         self._drop = structlog.DropEvent
 
@@ -47,7 +49,9 @@ class _Sinks:
             if self.max_bytes and self.written > self.max_bytes:
                 self.roll_over()
         if level >= self.console_level:
-            if self.console_format == "json":
+            if self.tap is not None:
+                self.tap(event)
+            elif self.console_format == "json":
                 line = json.dumps(event, default=str, sort_keys=True)
             else:
                 line = str(self._console(logger, method, dict(event)))
@@ -94,8 +98,8 @@ def _ensure() -> _Sinks:
         level = logging.ERROR
     elif verbosity > 0:
         level = logging.DEBUG
-    else:
-        level = logging.INFO if sys.stderr.isatty() else logging.WARNING
+    else:  # per-event lines only with -v: on a terminal the life cycle has its panel
+        level = logging.WARNING
     _sinks = _Sinks(level, console_format)
     structlog.configure(
         processors=[
@@ -109,6 +113,11 @@ def _ensure() -> _Sinks:
         cache_logger_on_first_use=False,
     )
     return _sinks
+
+
+def tap_console(tap: Callable[[Mapping[str, Any]], None] | None) -> None:
+    """Hand what the console would print to ``tap`` instead (None: print again)."""
+    _ensure().tap = tap
 
 
 def attach_file(path: Path, max_bytes: int = 0, files: int = 1) -> None:

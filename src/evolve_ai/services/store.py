@@ -512,7 +512,14 @@ class Store:
                 )
                 generation = max(generation, row.generation)
             db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
+            db.execute("INSERT INTO meta (key, value) VALUES ('last_pass', ?) ON CONFLICT (key) "
+                       "DO UPDATE SET value = excluded.value", (repr(now),))
             self._insert_events(events, generation)
+
+    def last_pass(self) -> float | None:
+        """When a life cycle last saved a pass (None: never)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'last_pass'").fetchone()
+        return None if row is None else float(row[0])
 
     def lineage(self, agent_id: str) -> list[dict[str, Any]]:
         """The agent, its parent, its parent's parent... up to a founder (oldest last)."""

@@ -156,7 +156,7 @@ class Workspace:
                         ) from None
                     time.sleep(0.05)
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{role} {os.getpid()}\n".encode(), 0)
+            os.pwrite(fd, f"{role} {os.getpid()} {time.time()!r}\n".encode(), 0)
             yield
         finally:
             os.close(fd)
@@ -189,6 +189,29 @@ class Workspace:
         for its holder reaches no other process that took its pid since)."""
         holder = _taken(self.lock_path)
         return holder is not None and holder[1] == pid
+
+    def life_cycle(self) -> tuple[int, float | None] | None:
+        """The pid of the life cycle holding the workspace now, and since when (None: no
+        life cycle runs; the lock is the truth, not what the store last recorded)."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fields = os.pread(fd, 200, 0).decode(errors="replace").split()
+                if fields[:1] != ["life-cycle"] or len(fields) < 2 or not fields[1].isdigit():
+                    return None
+                try:
+                    since: float | None = float(fields[2])
+                except (IndexError, ValueError):
+                    since = None
+                return int(fields[1]), since
+            return None
+        finally:
+            os.close(fd)
 
     def holder(self) -> tuple[str, int]:
         """The role and pid written by the holder of ``evolve.lock`` ("", 0: none said)."""
@@ -289,7 +312,7 @@ class Cleanup:
 
 def _read_holder(fd: int) -> tuple[str, int]:
     try:
-        role, pid = os.pread(fd, 200, 0).decode().split()
+        role, pid = os.pread(fd, 200, 0).decode().split()[:2]
         return role, int(pid)
     except (ValueError, UnicodeDecodeError):
         return "", 0

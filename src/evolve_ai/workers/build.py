@@ -20,6 +20,7 @@ from evolve_ai.core import wiring
 from evolve_ai.core.catalogue import Catalogue
 from evolve_ai.core.fingerprint import code_hash, hash_bytes
 from evolve_ai.errors import GenomeError, TemplateError
+from evolve_ai.workers import ignore_interrupts
 
 PYPROJECT = "pyproject.toml"
 _NAME_SENTINEL = "evolve-agent-name-placeholder-7f3c"
@@ -81,8 +82,10 @@ def prepare(files: dict[str, bytes], catalogue: Catalogue) -> None:
 
 
 def worker_init(files: dict[str, bytes], catalogue: Catalogue) -> None:
-    """Pool initializer: die with the orchestrator (even on kill -9), then ``prepare``."""
+    """Pool initializer: die with the orchestrator (even on kill -9), leave Ctrl-C to
+    it, then ``prepare``."""
     die_with_parent()
+    ignore_interrupts()
     prepare(files, catalogue)
 
 
