@@ -223,6 +223,44 @@ def agents(state: _State, status: str, order: str, limit: int | None, as_json: b
 @click.pass_obj
 def serve_api(state: _State, listen: str | None) -> None:
     """Serve the store as read-only JSON over HTTP until stopped (SIGTERM, Ctrl-C)."""
+    _serve(state, listen, dashboard=False)
+
+
+@cli.command()
+@click.option("--listen", metavar="HOST:PORT", help="Address (default: api.listen).")
+@click.pass_obj
+def dashboard(state: _State, listen: str | None) -> None:
+    """Serve a live web dashboard of the store (and the JSON API) until stopped."""
+    _serve(state, listen, dashboard=True)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Where to write it (default: report.html in the workspace).")
+@click.pass_obj
+def report(state: _State, out: Path | None) -> None:
+    """Write one self-contained HTML file: the dashboard's views as a snapshot."""
+    from evolve_ai.operations import dashboard as pages
+    from evolve_ai.services.files import atomic_write
+
+    with _errors(state):
+        workspace = _initialized(state)
+        target = (out or workspace.root / "report.html").absolute()
+        text = pages.report(workspace)
+        atomic_write(target, text.encode("utf-8"))
+    if not state.quiet:
+        click.echo(f"wrote {target} ({len(text) / 1e6:.1f} MB, no network needed to open it)")
+
+
+def _initialized(state: _State) -> Workspace:
+    workspace = state.workspace()
+    if not workspace.is_initialized():
+        raise EvolveError(f"no evolve workspace in {workspace.root}: run 'evolve init N' first")
+    return workspace
+
+
+def _serve(state: _State, listen: str | None, dashboard: bool) -> None:
+    """The read API (and the dashboard's pages) until SIGTERM (0) or Ctrl-C (130)."""
     import signal
     import threading
 
@@ -231,19 +269,24 @@ def serve_api(state: _State, listen: str | None) -> None:
     from evolve_ai.services.config import parse_listen
 
     with _errors(state):
-        workspace = state.workspace()
-        if not workspace.is_initialized():
-            raise EvolveError(f"no evolve workspace in {workspace.root}: run "
-                              "'evolve init N' first")
+        workspace = _initialized(state)
         config = config_service.load(workspace.config_path)
         host, port = parse_listen(listen or config.api.listen,
                                   "--listen" if listen else "api.listen")
-        server = api.make_server(workspace, host, port, config.api.token)
+        more: api.Routes = ()
+        if dashboard:
+            from evolve_ai.operations import dashboard as pages
+
+            pages.plotly_js()  # a missing plotly is said now, not at the first page
+            more = pages.routes(workspace)
+        server = api.make_server(workspace, host, port, config.api.token, more)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     threading.Thread(target=server.serve_forever, daemon=True).start()
     if not state.quiet:
-        click.echo(f"serving {workspace.root} on http://{host}:{server.server_port}/api/status")
+        where = f"http://{host}:{server.server_port}/"
+        click.echo(f"serving {workspace.root} on {where}" if dashboard
+                   else f"serving {workspace.root} on {where}api/status")
     try:
         stop.wait()
     except KeyboardInterrupt:

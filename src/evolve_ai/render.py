@@ -99,7 +99,7 @@ def status_text(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-HISTORY_FIELDS = ("generation", "mean", "max", "population", "births", "deaths")
+HISTORY_FIELDS = ("generation", "mean", "max", "min", "sd", "population", "births", "deaths")
 
 
 def history_csv(history: list[dict[str, Any]]) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from evolve_ai.core.records import AgentRow, AgentUpdate, Event, GenerationRow
+from evolve_ai.core.records import AgentRow, AgentUpdate, Event, GenerationDetail, GenerationRow
 from evolve_ai.errors import UnknownAgent, WorkspaceError
 from evolve_ai.services.store import SCHEMA_VERSION, Store
 
@@ -182,6 +182,24 @@ def test_prune_keeps_every_genome_an_agent_holds_and_recent_events(store: Store)
     assert store.genome_bytes("o" * 32) is None
     assert store.genome_bytes("d" * 32) == b"\x82" and store.genome_bytes("g" * 32) == b"\x80"
     assert [e["kind"] for e in store.events_of(IDS[0])] == ["mutated"]  # generation 3
+
+
+def test_what_the_dashboard_draws_is_kept_with_each_generation(store: Store) -> None:
+    """Spread, gene shares and each agent's fitness at the close; pruned like events."""
+    details = [GenerationDetail(g, (("x.py:f", 0.25 * g), ("x.py:g", 1.0)),
+                                ((IDS[0], 0.1 * g), (IDS[1], 0.5))) for g in (1, 2, 3)]
+    store.save_pass([], [], [], [GenerationRow(g, 0.3, 0.5, 4, 0, 0, 0.1, 0.05)
+                                 for g in (1, 2, 3)], details=details)
+    [first] = [row for row in store.history() if row.generation == 1]
+    assert (first.min, first.sd) == (0.1, 0.05)
+    assert store.gene_shares()[:2] == [(1, "x.py:f", 0.25), (1, "x.py:g", 1.0)]
+    assert store.fitness_history(IDS[0]) == [(1, pytest.approx(0.1)),
+                                             (2, pytest.approx(0.2)),
+                                             (3, pytest.approx(0.3))]
+    store.prune(keep_generations=1)  # generation 3 is the newest: 2 and 3 stay
+    assert {g for g, _, _ in store.gene_shares()} == {2, 3}
+    assert [g for g, _ in store.fitness_history(IDS[1])] == [2, 3]
+    assert len(store.history()) == 4  # the history rows are kept (0 and 1..3)
 
 
 def test_template_versions_are_recorded_once_with_their_agents(store: Store) -> None:

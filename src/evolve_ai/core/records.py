@@ -78,6 +78,16 @@ class GenerationRow(NamedTuple):
     population: int
     births: int
     deaths: int
+    min: float | None = None
+    sd: float | None = None  # the spread: standard deviation of the active agents' fitness
+
+
+class GenerationDetail(NamedTuple):
+    """What the dashboard keeps of a closed generation beside its row."""
+
+    generation: int
+    shares: tuple[tuple[str, float], ...]  # gene, share of the active agents expressing it
+    fitness: tuple[tuple[str, float], ...]  # agent, its fitness when the generation closed
 
 
 class TemplateVersion(NamedTuple):

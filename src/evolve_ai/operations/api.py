@@ -3,7 +3,9 @@
 A server of its own (not the life cycle's): it reads the store the way ``evolve
 status`` does, so it answers while a life cycle runs and after it has stopped, and a
 slow client never touches the loop. Loopback by default; any other address needs
-``api.token``, then sent by every client as ``Authorization: Bearer <token>``.
+``api.token``, then sent by every client as ``Authorization: Bearer <token>`` (a
+browser: ``?token=<token>`` once, kept in a cookie). ``evolve dashboard`` is this
+server with the dashboard's pages added (``operations/dashboard.py``).
 
     GET /api/status                      what `evolve status --json` prints
     GET /api/history                     the per-generation rows
@@ -16,9 +18,11 @@ slow client never touches the loop. Loopback by default; any other address needs
 from __future__ import annotations
 
 import hmac
+import http.cookies
 import ipaddress
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -29,6 +33,16 @@ from evolve_ai.operations import inspect
 from evolve_ai.services.workspace import Workspace
 
 SORTS = ("fitness", "generation", "evaluations", "restarts", "created")
+COOKIE = "evolve_token"
+Routes = Sequence[tuple[str, Callable[..., Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """A response sent as it is (a page, a script), not as JSON."""
+
+    body: bytes
+    content_type: str
 
 
 def check_address(host: str, token: str) -> None:
@@ -42,28 +56,30 @@ def check_address(host: str, token: str) -> None:
                           "loopback address may serve without one")
 
 
-def make_server(workspace: Workspace, host: str, port: int, token: str) -> ThreadingHTTPServer:
-    """A server bound to ``host:port`` (OSError if it cannot be); serve_forever() runs it."""
+def make_server(workspace: Workspace, host: str, port: int, token: str,
+                more: Routes = ()) -> ThreadingHTTPServer:
+    """A server bound to ``host:port`` (OSError if it cannot be); serve_forever() runs it.
+    ``more`` routes (the dashboard's) are served beside the API's."""
     check_address(host, token)
-    routes = _routes(workspace)
+    routes = [*_routes(workspace), *more]
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "evolve"
 
         def do_GET(self) -> None:
-            if token and not hmac.compare_digest(
-                    self.headers.get("Authorization", ""), f"Bearer {token}"):
-                self._send(401, {"error": "a valid 'Authorization: Bearer <token>' is needed"})
-                return
             url = urllib.parse.urlsplit(self.path)
             query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+            given = query.pop("token", None)
+            if token and not self._authorized(given):
+                self._send(401, {"error": "a valid 'Authorization: Bearer <token>' is needed"})
+                return
             for pattern, handler in routes:
                 parts = _match(pattern, url.path)
                 if parts is None:
                     continue
                 try:
-                    self._send(200, handler(*parts, **query))
-                except UnknownAgent as error:
+                    self._send(200, handler(*parts, **query), remember=given is not None)
+                except (UnknownAgent, LookupError) as error:
                     self._send(404, {"error": str(error)})
                 except (TypeError, ValueError) as error:
                     self._send(400, {"error": f"bad request: {error}"})
@@ -77,11 +93,26 @@ def make_server(workspace: Workspace, host: str, port: int, token: str) -> Threa
 
         do_PUT = do_DELETE = do_PATCH = do_POST
 
-        def _send(self, code: int, body: Any) -> None:
-            data = render.dumps(body).encode()
+        def _authorized(self, given: str | None) -> bool:
+            """The token in the header, the query (a browser's first visit) or the cookie
+            that visit left."""
+            cookies = http.cookies.SimpleCookie(self.headers.get("Cookie", ""))
+            offered = [self.headers.get("Authorization", "").removeprefix("Bearer "),
+                       given or "", cookies[COOKIE].value if COOKIE in cookies else ""]
+            return any(hmac.compare_digest(o.encode(), token.encode()) for o in offered)
+
+        def _send(self, code: int, body: Any, remember: bool = False) -> None:
+            if isinstance(body, Raw):
+                data, kind = body.body, body.content_type
+            else:
+                data, kind = render.dumps(body).encode(), "application/json"
             self.send_response(code)
-            self.send_header("content-type", "application/json")
+            self.send_header("content-type", kind)
             self.send_header("content-length", str(len(data)))
+            self.send_header("x-content-type-options", "nosniff")
+            if remember:  # the token came in the query: the pages' own requests carry it
+                self.send_header("set-cookie", f"{COOKIE}={token}; HttpOnly; SameSite=Strict; "
+                                               "Path=/")
             self.end_headers()
             self.wfile.write(data)
 

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 
 from evolve_ai.core import genome as genome_codec
-from evolve_ai.core.records import AgentRow, GenerationRow
+from evolve_ai.core.records import AgentRow, GenerationDetail, GenerationRow
 from evolve_ai.core.selection import Individual, Params, Strategy, decide
 from evolve_ai.errors import EvolveError
 from evolve_ai.operations.making import make_agents
@@ -50,6 +50,7 @@ class Generations:
         self.log = logs.get_logger(command="life-cycle")
         self._doomed: set[str] = set()  # dead, directory not yet removed
         self._shredder = Shredder()
+        self._expressed: dict[str, frozenset[str]] = {}  # genome hash -> its genes on
 
     def due(self, now: float) -> bool:
         """Count a pass; whether the generation may close: ``selection.every`` passes run
@@ -116,15 +117,22 @@ class Generations:
                               template=template.catalogue.fingerprint, level="warning")
         return rows
 
-    def close(self, store: Store, now: float) -> tuple[list[GenerationRow], list[AgentRow]]:
-        """Select, let die, reproduce, publish the elite; the generation's row and births."""
+    def close(self, store: Store, now: float
+              ) -> tuple[list[GenerationRow], list[AgentRow], list[GenerationDetail]]:
+        """Select, let die, reproduce, publish the elite; the generation's row, births and
+        detail (gene expression and fitness of the population as it was judged)."""
         population = self.population
         population.generation += 1
         self.closed += 1
         self._passes, self._opened = 0, now
         self._base = {a.id: a.evaluations for a in population.agents.values()}
         living = population.living()
-        fitness = [a.fitness for a in living if a.status == "active" and a.fitness is not None]
+        judged = [a for a in living if a.status == "active" and a.fitness is not None]
+        fitness = [a.fitness for a in judged if a.fitness is not None]
+        detail = GenerationDetail(
+            population.generation, self._shares(store, [a for a in living
+                                                        if a.status == "active"]),
+            tuple((a.id, a.fitness) for a in judged if a.fitness is not None))
         decision = decide(self.strategy, [
             Individual(a.id, a.fitness, a.measured, a.status == "active",
                        a.idle_generations, a.energy) for a in living
@@ -140,16 +148,49 @@ class Generations:
                 agent.dirty = True
         births = self._reproduce(decision.parents, store)
         self._publish_elite(store)
+        mean = sum(fitness) / len(fitness) if fitness else None
         row = GenerationRow(
             generation=population.generation,
-            mean=sum(fitness) / len(fitness) if fitness else None,
+            mean=mean,
             max=max(fitness) if fitness else None,
             population=len(population.living()),
             births=len(births),
             deaths=len(decision.deaths),
+            min=min(fitness) if fitness else None,
+            sd=(None if mean is None else
+                (sum((f - mean) ** 2 for f in fitness) / len(fitness)) ** 0.5),
         )
         population.event("generation", None, **row._asdict())
-        return [row], births
+        return [row], births, [detail]
+
+    def _shares(self, store: Store, active: Sequence[LiveAgent]
+                ) -> tuple[tuple[str, float], ...]:
+        """Each function gene of the newest template version: the share of ``active``
+        expressing it. Genomes are decoded once per content (most outlive a generation)."""
+        template = self.population.template
+        if template is None or not active:
+            return ()
+        catalogue = template.catalogue
+        if len(self._expressed) > 4 * len(active):  # bounded: forget genomes gone by
+            self._expressed.clear()
+        counts: dict[str, int] = {}
+        for agent in active:
+            genes = self._expressed.get(agent.genome_hash)
+            if genes is None:
+                data = (self.population.new_genomes.get(agent.genome_hash)
+                        or store.genome_bytes(agent.genome_hash))
+                try:
+                    decoded = None if data is None else genome_codec.decode(data, catalogue)
+                except EvolveError:  # a genome of another version: nothing expressed here
+                    decoded = None
+                genes = frozenset(g for g in genome_codec.expression(decoded, catalogue)
+                                  if ":" in g)
+                self._expressed[agent.genome_hash] = genes
+            for gene in genes:
+                counts[gene] = counts.get(gene, 0) + 1
+        every = sorted(f"{path}:{name}" for path, names in catalogue.genes().items()
+                       for name in names)
+        return tuple((gene, counts.get(gene, 0) / len(active)) for gene in every)
 
     def params(self) -> Params:
         s = self.config.selection

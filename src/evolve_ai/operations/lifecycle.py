@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Any
 
 from evolve_ai._linux import name_thread
-from evolve_ai.core.records import AgentRow, Event, GenerationRow
+from evolve_ai.core.records import AgentRow, Event, GenerationDetail, GenerationRow
 from evolve_ai.core.selection.builtins import load_strategy
 from evolve_ai.environments import Settings, load_environment
 from evolve_ai.errors import EvolveError
@@ -266,14 +266,16 @@ class LifeManager:
         self.population.absorb(self.supervisor.drain_events())
         generations: list[GenerationRow] = []
         births: list[AgentRow] = []
+        details: list[GenerationDetail] = []
         if self.generations.due(time.monotonic()):
-            generations, births = self.generations.close(store, time.monotonic())
+            generations, births, details = self.generations.close(store, time.monotonic())
         extinct: Extinct | None = None
         try:
             births += self.generations.guard(store)
         except Extinct as error:
             extinct = error
-        saved = persistence.save(generations, births, self.config.logs.event_generations)
+        saved = persistence.save(generations, births, self.config.logs.event_generations,
+                                 details)
         self.notifier.publish(saved)
         if self.deliverer is not None:
             self.deliverer.notice(saved)

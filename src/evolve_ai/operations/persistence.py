@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import psutil
 
-from evolve_ai.core.records import AgentRow, AgentUpdate, Event, GenerationRow
+from evolve_ai.core.records import AgentRow, AgentUpdate, Event, GenerationDetail, GenerationRow
 from evolve_ai.operations.population import LiveAgent, Population
 from evolve_ai.services import logs
 from evolve_ai.services.config import Webhook
@@ -56,7 +56,8 @@ class Persistence:
         return taken
 
     def save(self, generations: Sequence[GenerationRow] = (),
-             births: Sequence[AgentRow] = (), keep_generations: int = 0) -> list[Event]:
+             births: Sequence[AgentRow] = (), keep_generations: int = 0,
+             details: Sequence[GenerationDetail] = ()) -> list[Event]:
         """Commit the pass in one transaction; the events it saved (for the hooks). With
         ``keep_generations`` and a generation closed, prune the store (``Store.prune``)."""
         population = self.population
@@ -77,7 +78,7 @@ class Persistence:
             agent.dirty = False
         events, population.events = population.events, []
         self.store.save_pass(updates, list(population.new_genomes.items()), events,
-                             generations, births, messages(self.webhooks, events))
+                             generations, births, messages(self.webhooks, events), details)
         population.new_genomes.clear()
         if generations and keep_generations:
             self.store.prune(keep_generations)

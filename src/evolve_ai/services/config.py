@@ -203,8 +203,9 @@ class MetricsSection:
 
 @dataclass(frozen=True, slots=True)
 class ApiSection:
-    listen: str = _key("127.0.0.1:9465", "host:port of evolve serve-api", _listen)
-    token: str = _key("", "bearer token serve-api requires (needed off loopback)")
+    listen: str = _key("127.0.0.1:9465", "host:port of evolve serve-api and dashboard",
+                       _listen)
+    token: str = _key("", "bearer token they require (needed off loopback)")
 
 
 @dataclass(frozen=True, slots=True)

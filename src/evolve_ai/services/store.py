@@ -20,6 +20,7 @@ from evolve_ai.core.records import (
     AgentRow,
     AgentUpdate,
     Event,
+    GenerationDetail,
     GenerationRow,
     TemplateVersion,
 )
@@ -117,6 +118,24 @@ MIGRATIONS: tuple[str, ...] = (
         last_error TEXT,
         last_error_at REAL
     );
+    """,
+    # 8: what the dashboard draws: fitness spread per generation, gene expression per
+    # generation, each agent's fitness at every generation it closed in
+    """
+    ALTER TABLE generations ADD COLUMN min REAL;
+    ALTER TABLE generations ADD COLUMN sd REAL;
+    CREATE TABLE gene_share (
+        generation INTEGER NOT NULL,
+        gene TEXT NOT NULL,
+        share REAL NOT NULL,
+        PRIMARY KEY (generation, gene)
+    ) WITHOUT ROWID;
+    CREATE TABLE fitness_history (
+        agent TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        fitness REAL NOT NULL,
+        PRIMARY KEY (agent, generation)
+    ) WITHOUT ROWID;
     """,
 )
 APPLICATION_ID = 0x65766F6C  # "evol"
@@ -465,9 +484,23 @@ class Store:
         with self.transaction() as db:
             genomes = db.execute("DELETE FROM genomes WHERE hash NOT IN "
                                  "(SELECT genome_hash FROM agents)").rowcount
+            horizon = self.generation() - keep_generations
             events = db.execute("DELETE FROM events WHERE generation < ?",
-                                (self.generation() - keep_generations,)).rowcount
+                                (horizon,)).rowcount
+            for table in ("gene_share", "fitness_history"):  # as old as the events kept
+                db.execute(f"DELETE FROM {table} WHERE generation < ?", (horizon,))
         return genomes, events
+
+    def gene_shares(self) -> list[tuple[int, str, float]]:
+        """(generation, gene, share of the active agents expressing it), oldest first."""
+        return [(row[0], row[1], row[2]) for row in self._db.execute(
+            "SELECT generation, gene, share FROM gene_share ORDER BY generation, gene")]
+
+    def fitness_history(self, agent_id: str) -> list[tuple[int, float]]:
+        """An agent's fitness when each generation it lived in closed, oldest first."""
+        return [(row[0], row[1]) for row in self._db.execute(
+            "SELECT generation, fitness FROM fitness_history WHERE agent = ? "
+            "ORDER BY generation", (agent_id,))]
 
     def clear_processes(self) -> int:
         """Record every agent as without a process (its stale ones were ended): how many
@@ -486,6 +519,7 @@ class Store:
         generations: Sequence[GenerationRow] = (),
         births: Sequence[AgentRow] = (),
         outbox: Sequence[tuple[str, str, str]] = (),
+        details: Sequence[GenerationDetail] = (),
     ) -> None:
         """One pass's changes in one transaction: births, agents, genomes, events, history,
         and the webhook messages its events make (endpoint, message id, payload)."""
@@ -507,11 +541,20 @@ class Store:
                     f"VALUES (?, {', '.join('?' * len(row))}) ON CONFLICT (generation) "
                     "DO UPDATE SET time = excluded.time, mean = excluded.mean, "
                     "max = excluded.max, population = excluded.population, "
-                    "births = excluded.births, deaths = excluded.deaths",
+                    "births = excluded.births, deaths = excluded.deaths, "
+                    "min = excluded.min, sd = excluded.sd",
                     (now, *row),
                 )
                 generation = max(generation, row.generation)
             db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
+            for detail in details:
+                db.executemany("INSERT OR REPLACE INTO gene_share (generation, gene, share) "
+                               "VALUES (?, ?, ?)",
+                               [(detail.generation, *share) for share in detail.shares])
+                db.executemany("INSERT OR REPLACE INTO fitness_history (agent, generation, "
+                               "fitness) VALUES (?, ?, ?)",
+                               [(agent, detail.generation, value)
+                                for agent, value in detail.fitness])
             db.execute("INSERT INTO meta (key, value) VALUES ('last_pass', ?) ON CONFLICT (key) "
                        "DO UPDATE SET value = excluded.value", (repr(now),))
             self._insert_events(events, generation)

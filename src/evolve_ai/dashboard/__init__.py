@@ -1,0 +1,1 @@
+"""The dashboard's and the report's templates and static files (shipped in the wheel)."""
