@@ -140,7 +140,11 @@ def status(state: _State, as_json: bool, last: int | None, as_csv: bool,
         raise click.UsageError("--json, --csv and --watch cannot be used together")
     if as_csv and last is not None:
         raise click.UsageError("--csv exports the whole history: no --last")
-    if last is None and not as_json and not as_csv:
+    if last is None and watch is not None:  # what fits under the header, not scrolling
+        import shutil
+
+        last = max(0, min(render.SCREENFUL, shutil.get_terminal_size().lines - 14))
+    elif last is None and not as_json and not as_csv:
         last = render.SCREENFUL
     with _errors(state):
         workspace = state.workspace()
@@ -246,6 +250,8 @@ def report(state: _State, out: Path | None) -> None:
     with _errors(state):
         workspace = _initialized(state)
         target = (out or workspace.root / "report.html").absolute()
+        if not target.parent.is_dir():
+            raise EvolveError(f"cannot write {target}: {target.parent} is not a directory")
         text = pages.report(workspace)
         atomic_write(target, text.encode("utf-8"))
     if not state.quiet:

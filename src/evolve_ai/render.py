@@ -193,3 +193,4 @@ def webhooks_text(rows: list[dict[str, Any]]) -> str:
                   f"  last success {when(row['last_success'])}; last error "
                   f"{row['last_error'] or '-'} ({when(row['last_error_at'])})"]
     return "\n".join(lines)
+

@@ -112,3 +112,51 @@ def test_off_loopback_without_a_token_is_refused(workspace: Path) -> None:
     assert "api.token" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     result = run_evolve(workspace, "serve-api", "--listen", "nowhere", timeout=30)
     assert result.returncode == 1 and "--listen must be host:port" in result.stderr
+
+
+def _raw(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """Status and headers of one GET, redirects not followed."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers=headers)
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}
+    finally:
+        connection.close()
+
+
+def test_a_browser_gives_the_token_once_and_keeps_a_cookie(workspace: Path) -> None:
+    set_config(workspace, {"api.token": "s3cret-token"})
+    server, port = _serve(workspace)
+    try:
+        assert _raw(port, "/api/status", {})[0] == 401
+        code, headers = _raw(port, "/api/status?token=wrong", {})
+        assert code == 401
+        code, headers = _raw(port, "/api/status?token=s3cret-token&x=1", {})
+        assert code == 303 and headers["location"] == "/api/status?x=1"  # token gone
+        name, _, rest = headers["set-cookie"].partition("=")
+        value = rest.split(";")[0]
+        assert name == f"evolve_token_{port}" and "s3cret-token" not in headers["set-cookie"]
+        assert "HttpOnly" in headers["set-cookie"] and "SameSite=Strict" in headers["set-cookie"]
+        # Another application's malformed cookie beside ours hides nothing.
+        cookie = f'x="\\"; {name}={value}'
+        assert _raw(port, "/api/status", {"Cookie": cookie})[0] == 200
+        forged = value[:-1] + ("1" if value.endswith("0") else "0")
+        assert _raw(port, "/api/status", {"Cookie": f"{name}={forged}"})[0] == 401
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_without_a_token_only_loopback_names_are_answered(workspace: Path) -> None:
+    server, port = _serve(workspace)
+    try:
+        assert _raw(port, "/api/status", {"Host": f"localhost:{port}"})[0] == 200
+        assert _raw(port, "/api/status", {"Host": f"127.0.0.1:{port}"})[0] == 200
+        assert _raw(port, "/api/status", {"Host": "attacker.example"})[0] == 421  # rebinding
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +159,15 @@ def test_the_dashboard_shows_what_status_says(evolved: Path, browser: Any) -> No
         assert agent["parent"] in browser.find_element(By.TAG_NAME, "h1").text
         shoot(browser, "dashboard-parent")
         assert console_errors(browser) == []
+        browser.get(f"{base}/agent?id=ffffffff")  # the search box, an unknown id
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Not found"
+        browser.find_element(By.LINK_TEXT, "Back to the population").click()
+        wait_until(lambda: browser.current_url == base + "/", 30, "the way back")
+        try:
+            urllib.request.urlopen(base + "/data/overview?colour=red", timeout=10)
+            raise AssertionError("an unknown parameter was accepted")
+        except urllib.error.HTTPError as error:
+            assert error.code == 400 and "unknown parameter 'colour'" in error.read().decode()
     finally:
         proc.terminate()
         proc.wait(30)

@@ -63,6 +63,21 @@ def test_the_life_cycle_shows_one_live_panel_and_stops_on_ctrl_c(tmp_path: Path)
     assert not run_evolve(root, "agents", "--json").stdout.count('"running"')
 
 
+def test_warnings_go_into_the_panel_not_over_it(tmp_path: Path) -> None:
+    """A failing hook (an error, from the hooks' thread) is shown inside the panel; no
+    raw log line is printed over it."""
+    root = init_workspace(tmp_path / "ws", 4, seed=3, settings={
+        **FAST_SETTINGS, "selection.every": 2, "hooks": ["json:loads"]})
+    child = spawn(root, "life-cycle")
+    child.expect("hook_failed", timeout=60)
+    child.expect(r"pass \d+")  # and it goes on drawing
+    child.sendintr()
+    seen = finish(child)
+    assert child.exitstatus == 130, seen
+    assert not [line for line in seen.splitlines() if line.lstrip().startswith('{"')], seen
+    assert "Traceback" not in seen
+
+
 def test_with_v_every_event_reaches_the_terminal_and_no_panel(tmp_path: Path) -> None:
     root = init_workspace(tmp_path / "ws", 3, seed=3, settings=FAST_SETTINGS)
     child = spawn(root, "-v", "life-cycle", "--once")

@@ -17,8 +17,9 @@ server with the dashboard's pages added (``operations/dashboard.py``).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-import http.cookies
+import inspect as introspection
 import ipaddress
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -43,6 +44,8 @@ class Raw:
 
     body: bytes
     content_type: str
+    cacheable: bool = False  # a static file: browsers may keep it an hour
+    status: int = 0  # 0: the handler's success, 200
 
 
 def check_address(host: str, token: str) -> None:
@@ -52,7 +55,7 @@ def check_address(host: str, token: str) -> None:
     except ValueError:
         loopback = False
     if not loopback and not token:
-        raise ConfigError(f"serve-api on {host} needs api.token in evolve.toml: only a "
+        raise ConfigError(f"serving on {host} needs api.token in evolve.toml: only a "
                           "loopback address may serve without one")
 
 
@@ -62,6 +65,10 @@ def make_server(workspace: Workspace, host: str, port: int, token: str,
     ``more`` routes (the dashboard's) are served beside the API's."""
     check_address(host, token)
     routes = [*_routes(workspace), *more]
+    server = ThreadingHTTPServer((host, port), _Handler)  # bound now: its port is known
+    # One cookie per server (cookies ignore ports); it holds a digest, not the token.
+    cookie_name = f"{COOKIE}_{server.server_port}"
+    cookie_value = hashlib.sha256(f"evolve-cookie:{token}".encode()).hexdigest()
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "evolve"
@@ -70,15 +77,25 @@ def make_server(workspace: Workspace, host: str, port: int, token: str,
             url = urllib.parse.urlsplit(self.path)
             query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
             given = query.pop("token", None)
+            if not token and not self._loopback_host():
+                self._send(421, {"error": "this server answers to a loopback name only"})
+                return
             if token and not self._authorized(given):
                 self._send(401, {"error": "a valid 'Authorization: Bearer <token>' is needed"})
+                return
+            if given is not None:  # a browser's first visit: a cookie, and no token in the URL
+                self._remember(url.path, query)
                 return
             for pattern, handler in routes:
                 parts = _match(pattern, url.path)
                 if parts is None:
                     continue
+                unknown = sorted(set(query) - _parameters(handler))
+                if unknown:
+                    self._send(400, {"error": f"bad request: unknown parameter {unknown[0]!r}"})
+                    return
                 try:
-                    self._send(200, handler(*parts, **query), remember=given is not None)
+                    self._send(200, handler(*parts, **query))
                 except (UnknownAgent, LookupError) as error:
                     self._send(404, {"error": str(error)})
                 except (TypeError, ValueError) as error:
@@ -93,33 +110,78 @@ def make_server(workspace: Workspace, host: str, port: int, token: str,
 
         do_PUT = do_DELETE = do_PATCH = do_POST
 
-        def _authorized(self, given: str | None) -> bool:
-            """The token in the header, the query (a browser's first visit) or the cookie
-            that visit left."""
-            cookies = http.cookies.SimpleCookie(self.headers.get("Cookie", ""))
-            offered = [self.headers.get("Authorization", "").removeprefix("Bearer "),
-                       given or "", cookies[COOKIE].value if COOKIE in cookies else ""]
-            return any(hmac.compare_digest(o.encode(), token.encode()) for o in offered)
+        def do_HEAD(self) -> None:
+            self.send_response(405)
+            self.send_header("content-length", "0")
+            self.end_headers()
 
-        def _send(self, code: int, body: Any, remember: bool = False) -> None:
+        def _loopback_host(self) -> bool:
+            """Without a token only loopback names are answered: a page elsewhere that
+            points a name of its own at 127.0.0.1 (DNS rebinding) reads nothing."""
+            name = self.headers.get("Host", "").rsplit(":", 1)[0].strip("[]").lower()
+            return name in ("localhost", "127.0.0.1", "::1") or name.startswith("127.")
+
+        def _authorized(self, given: str | None) -> bool:
+            """The token in the header or the query (a browser's first visit), or the
+            cookie that visit left (a digest of the token, never the token)."""
+            offered = [self.headers.get("Authorization", "").removeprefix("Bearer "),
+                       given or ""]
+            candidates = [hmac.compare_digest(o.encode(), token.encode()) for o in offered]
+            cookie = _cookie(self.headers.get("Cookie", ""), cookie_name)
+            candidates.append(hmac.compare_digest(cookie.encode(), cookie_value.encode()))
+            return any(candidates)
+
+        def _remember(self, path: str, query: dict[str, str]) -> None:
+            """303 to the same address without the token, with the cookie set."""
+            target = path + ("?" + urllib.parse.urlencode(query) if query else "")
+            self.send_response(303)
+            self.send_header("location", target)
+            self.send_header("set-cookie", f"{cookie_name}={cookie_value}; HttpOnly; "
+                                           "SameSite=Strict; Path=/")
+            self.send_header("referrer-policy", "no-referrer")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def _send(self, code: int, body: Any) -> None:
             if isinstance(body, Raw):
-                data, kind = body.body, body.content_type
+                data, kind, code = body.body, body.content_type, body.status or code
             else:
                 data, kind = render.dumps(body).encode(), "application/json"
             self.send_response(code)
             self.send_header("content-type", kind)
             self.send_header("content-length", str(len(data)))
             self.send_header("x-content-type-options", "nosniff")
-            if remember:  # the token came in the query: the pages' own requests carry it
-                self.send_header("set-cookie", f"{COOKIE}={token}; HttpOnly; SameSite=Strict; "
-                                               "Path=/")
+            self.send_header("referrer-policy", "no-referrer")
+            if isinstance(body, Raw) and body.cacheable:
+                self.send_header("cache-control", "max-age=3600")
             self.end_headers()
             self.wfile.write(data)
 
         def log_message(self, *_: Any) -> None:
             pass  # a dashboard polling every few seconds would flood the console
 
-    return ThreadingHTTPServer((host, port), Handler)
+    server.RequestHandlerClass = Handler
+    return server
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Replaced once the server is bound (the real handler needs its port)."""
+
+
+def _parameters(handler: Callable[..., Any]) -> set[str]:
+    """The query parameters a route takes: its keyword parameters."""
+    return {name for name, parameter in introspection.signature(handler).parameters.items()
+            if parameter.default is not introspection.Parameter.empty}
+
+
+def _cookie(header: str, name: str) -> str:
+    """One cookie's value; parsed by hand: one malformed cookie of another application
+    on this host must not hide ours (http.cookies drops them all)."""
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value.strip()
+    return ""
 
 
 def _routes(workspace: Workspace) -> list[tuple[str, Callable[..., Any]]]:
@@ -129,6 +191,8 @@ def _routes(workspace: Workspace) -> list[tuple[str, Callable[..., Any]]]:
             raise ValueError(f"status must be living, all or one of {', '.join(STATUSES)}")
         if sort not in SORTS:
             raise ValueError(f"sort must be one of {', '.join(SORTS)}")
+        if limit is not None and not limit.isdigit():
+            raise ValueError("limit must be a whole number")
         count = None if limit is None else int(limit)
         if count is not None and count < 1:
             raise ValueError("limit must be at least 1")

@@ -13,12 +13,13 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evolve_ai.errors import EvolveError
+from evolve_ai.errors import EvolveError, UnknownAgent
 from evolve_ai.operations import inspect
 from evolve_ai.operations.api import Raw
 from evolve_ai.services.store import Store
@@ -28,6 +29,7 @@ BEST = 10  # agents in the overview's table
 REPORTED = 5  # agents given a section of their own in a report
 DESCENDANTS = 60  # nodes of an agent's descendants tree at most
 DEPTH = 3  # generations of descendants shown
+ANCESTORS = 50  # the nearest ancestors shown
 LOG_TAIL = 8192  # bytes of an agent's log shown
 EVENTS = 50  # an agent's latest events shown
 
@@ -66,6 +68,8 @@ def agent(workspace: Workspace, agent_id: str) -> dict[str, Any]:
     """One agent: what ``show`` says, its lineage both ways, fitness history, log tail."""
     shown = inspect.show(workspace, agent_id)
     ancestry = inspect.lineage(workspace, shown["id"])["ancestry"]
+    hidden = max(0, len(ancestry) - ANCESTORS)
+    ancestry = ancestry[:ANCESTORS]  # itself first: the nearest ancestors are kept
     with Store.open(workspace.db_path) as store:
         history = store.fitness_history(shown["id"])
         descendants, cut = _descendants(store, shown["id"])
@@ -74,11 +78,14 @@ def agent(workspace: Workspace, agent_id: str) -> dict[str, Any]:
     genes = [{"path": g["path"], "active": bool(g["active"]),
               "functions": [name for name, on in g["functions"].items() if on]}
              for g in genome.get("files", [])]
+    events.reverse()  # the newest first
     for event in events:
         event["time_text"] = _when(event["time"])
-        event["details"] = " ".join(f"{k}={v}" for k, v in sorted(event["data"].items()))[:300]
+        event["details"] = " ".join(f"{k}={v}" for k, v in sorted(event["data"].items())
+                                    if k != "level")[:300]
     return {**shown, "genome": None, "genes": genes, "mutations": genome.get("mutations", 0),
-            "ancestry": ancestry, "descendants": descendants, "descendants_cut": cut,
+            "ancestry": ancestry, "ancestors_cut": hidden, "descendants": descendants,
+            "descendants_cut": cut,
             "fitness_history": history, "events": events,
             "log_tail": _tail(workspace.agent_logs_dir / f"{shown['id']}.log")}
 
@@ -115,12 +122,15 @@ def _descendants(store: Store, agent_id: str) -> tuple[list[dict[str, Any]], int
 
 def _tail(path: Path) -> str:
     """The end of an agent's log: bounded, never following a link, bytes as text."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:  # non-blocking: a FIFO put in its place must not hang the server's thread
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return ""
     with os.fdopen(fd, "rb") as file:
-        size = os.fstat(fd).st_size
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            return ""
+        size = status.st_size
         file.seek(max(0, size - LOG_TAIL))
         return file.read(LOG_TAIL).decode("utf-8", errors="replace")
 
@@ -216,7 +226,11 @@ def routes(workspace: Workspace) -> list[tuple[str, Callable[..., Any]]]:
         return {"agents": {shown["id"]: shown}}
 
     def agent_page(agent_id: str) -> Raw:
-        data = agent_data(agent_id)
+        try:
+            data = agent_data(agent_id)
+        except UnknownAgent as unknown:  # a page, not JSON, with the way back
+            return Raw(page(workspace, "missing", {"error": str(unknown)}, None).encode(),
+                       "text/html; charset=utf-8", status=404)
         [found] = data["agents"]
         return html(page(workspace, "agent", data, f"/data/agent/{found}", found[:8]))
 
@@ -227,7 +241,7 @@ def routes(workspace: Workspace) -> list[tuple[str, Callable[..., Any]]]:
         found = static_file(name)
         if found is None:
             raise LookupError(f"no such file: {name}")
-        return Raw(*found)
+        return Raw(*found, cacheable=True)
 
     return [("", home), ("/agent", find), ("/agent/*", agent_page),
             ("/data/overview", lambda: {"overview": overview(workspace)}),

@@ -50,7 +50,9 @@ class Generations:
         self.log = logs.get_logger(command="life-cycle")
         self._doomed: set[str] = set()  # dead, directory not yet removed
         self._shredder = Shredder()
-        self._expressed: dict[str, frozenset[str]] = {}  # genome hash -> its genes on
+        # (catalogue, genome hash) -> its genes on: a genome means other genes in another
+        # template version.
+        self._expressed: dict[tuple[str, str], frozenset[str]] = {}
 
     def due(self, now: float) -> bool:
         """Count a pass; whether the generation may close: ``selection.every`` passes run
@@ -175,7 +177,8 @@ class Generations:
             self._expressed.clear()
         counts: dict[str, int] = {}
         for agent in active:
-            genes = self._expressed.get(agent.genome_hash)
+            key = (catalogue.fingerprint, agent.genome_hash)
+            genes = self._expressed.get(key)
             if genes is None:
                 data = (self.population.new_genomes.get(agent.genome_hash)
                         or store.genome_bytes(agent.genome_hash))
@@ -185,7 +188,7 @@ class Generations:
                     decoded = None
                 genes = frozenset(g for g in genome_codec.expression(decoded, catalogue)
                                   if ":" in g)
-                self._expressed[agent.genome_hash] = genes
+                self._expressed[key] = genes
             for gene in genes:
                 counts[gene] = counts.get(gene, 0) + 1
         every = sorted(f"{path}:{name}" for path, names in catalogue.genes().items()

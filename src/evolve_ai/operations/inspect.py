@@ -17,7 +17,7 @@ def status(workspace: Workspace, last: int | None = None) -> dict[str, Any]:
     _clean_if_idle(workspace)
     holder = workspace.life_cycle()
     with Store.open(workspace.db_path) as store:
-        history = store.history()
+        history = store.history(last)
         counts = store.counts()
         if holder is None:
             counts["running"] = 0
@@ -30,9 +30,8 @@ def status(workspace: Workspace, last: int | None = None) -> dict[str, Any]:
             "generation": store.generation(),
             "counts": counts,
             "fitness": store.fitness_summary(),
-            "history": [row._asdict() for row in
-                        (history if last is None else history[-last:] if last else [])],
-            "history_total": len(history),
+            "history": [row._asdict() for row in history],
+            "history_total": store.history_length(),
             "sandbox": store.sandbox(),
             "template": _template_summary(store),
         }
@@ -149,3 +148,4 @@ def webhooks(workspace: Workspace) -> list[dict[str, Any]]:
     rows += [{"url": url, "events": [], "configured": False, **blank, **seen}
              for url, seen in sorted(report.items())]
     return rows
+

@@ -43,7 +43,7 @@ from evolve_ai.services.forkserver_launcher import ForkServerLauncher
 from evolve_ai.services.launcher import Launcher
 from evolve_ai.services.metrics import Metrics
 from evolve_ai.services.notifier import Notifier
-from evolve_ai.services.panel import Panel, PassView
+from evolve_ai.services.panel import TREND, Panel, PassView
 from evolve_ai.services.store import Store
 from evolve_ai.services.supervisor import Supervisor, SupervisorSettings
 from evolve_ai.services.webhooks import Deliverer
@@ -413,6 +413,10 @@ class LifeManager:
             yield
             return
         self.panel = Panel(str(self.workspace.root), self.config.lifecycle.interval)
+        with Store.open(self.workspace.db_path) as store:  # the trend goes on after a restart
+            for row in store.history(TREND):
+                if row.generation > 0:
+                    self.panel.closed(row)
         self.panel.start()
         logs.tap_console(self.panel.warn)
         try:

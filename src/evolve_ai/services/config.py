@@ -182,7 +182,7 @@ def parse_listen(listen: str, key: str = "metrics.listen") -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"{key} must be host:port (e.g. 127.0.0.1:9464), got {listen!r}")
+        raise ConfigError(f"{key} must be host:port (e.g. 127.0.0.1:8080), got {listen!r}")
     return host, int(port)
 
 
@@ -191,7 +191,7 @@ def _listen(value: Any) -> str | None:
         if value != "":
             parse_listen(str(value))
     except ConfigError:
-        return "must be host:port (e.g. 127.0.0.1:9464), or empty for none"
+        return "must be host:port (e.g. 127.0.0.1:8080), or empty for none"
     return None
 
 

@@ -48,10 +48,10 @@ class _Sinks:
             self.written += len(line)
             if self.max_bytes and self.written > self.max_bytes:
                 self.roll_over()
-        if level >= self.console_level:
-            if self.tap is not None:
-                self.tap(event)
-            elif self.console_format == "json":
+        if level >= self.console_level and self.tap is not None:
+            self.tap(event)
+        elif level >= self.console_level:
+            if self.console_format == "json":
                 line = json.dumps(event, default=str, sort_keys=True)
             else:
                 line = str(self._console(logger, method, dict(event)))

@@ -9,6 +9,7 @@ shown). Drawn with ``rich`` on stderr, so stdout stays clean for scripts.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -47,7 +48,8 @@ def sparkline(values: Sequence[float]) -> str:
 
 class Panel:
     """``start``, then ``show`` after each pass and ``closed`` after each generation,
-    ``warn`` for each warning the console would have printed; ``stop`` at the end."""
+    ``warn`` for each warning the console would have printed (from any thread: the
+    webhook senders', the hooks', the backup's); ``stop`` at the end."""
 
     def __init__(self, root: str, interval: float) -> None:
         from rich.console import Console
@@ -61,6 +63,7 @@ class Panel:
         self.warnings: deque[str] = deque(maxlen=WARNINGS)
         self.stopping = ""
         self._live: Any = None
+        self._lock = threading.Lock()  # warn() comes from other threads than the loop's
 
     def start(self) -> None:
         from rich.live import Live
@@ -71,19 +74,22 @@ class Panel:
         self._live.start()
 
     def show(self, view: PassView) -> None:
-        self.view = view
+        with self._lock:
+            self.view = view
         self._refresh()
 
     def closed(self, generation: GenerationRow) -> None:
-        self.generations.append(generation)
+        with self._lock:
+            self.generations.append(generation)
 
     def warn(self, event: Mapping[str, Any]) -> None:
         """A warning or an error, one line: its time, its name and its main fields."""
         details = " ".join(f"{k}={v}" for k, v in event.items()
                            if k not in ("event", "level", "timestamp", "command", "time"))
         stamp = time.strftime("%H:%M:%S")
-        self.warnings.append(f"{stamp} {event.get('level', '')} {event.get('event', '')} "
-                             f"{details}"[:200])
+        with self._lock:
+            self.warnings.append(f"{stamp} {event.get('level', '')} {event.get('event', '')} "
+                                 f"{details}"[:200])
         self._refresh()
 
     def stop(self, reason: str = "") -> None:
@@ -91,12 +97,14 @@ class Panel:
             return
         self.stopping = reason
         self._refresh()
-        self._live.stop()
-        self._live = None
+        with self._lock:
+            self._live.stop()
+            self._live = None
 
     def _refresh(self) -> None:
-        if self._live is not None:
-            self._live.update(self._render(), refresh=True)
+        with self._lock:  # one drawing at a time, of a consistent state
+            if self._live is not None:
+                self._live.update(self._render(), refresh=True)
 
     def _render(self) -> Any:
         from rich.table import Table
@@ -113,8 +121,10 @@ class Panel:
         else:
             table.add_row("generation", f"{view.generation}   pass {view.passes} "
                                         f"({view.seconds:.2f} s; every {self.interval:g} s)")
+            # The dead are not counted here: the life cycle forgets them once buried;
+            # the last generation's deaths are shown below, the total by `evolve status`.
             counts = "  ".join(f"{status} {view.statuses.get(status, 0)}"
-                               for status in STATUSES)
+                               for status in STATUSES if status != "dead")
             table.add_row("agents", f"{counts}   running {view.running}")
             if view.fitness:
                 mean = sum(view.fitness) / len(view.fitness)

@@ -131,11 +131,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (generation, gene)
     ) WITHOUT ROWID;
     CREATE TABLE fitness_history (
-        agent TEXT NOT NULL,
         generation INTEGER NOT NULL,
+        agent TEXT NOT NULL,
         fitness REAL NOT NULL,
-        PRIMARY KEY (agent, generation)
+        PRIMARY KEY (generation, agent)
     ) WITHOUT ROWID;
+    CREATE INDEX fitness_history_agent ON fitness_history (agent, generation);
     """,
 )
 APPLICATION_ID = 0x65766F6C  # "evol"
@@ -291,10 +292,15 @@ class Store:
         ).fetchone()
         return {"mean": row[0], "max": row[1]}
 
-    def history(self) -> list[GenerationRow]:
+    def history(self, last: int | None = None) -> list[GenerationRow]:
+        """Every generation's row, oldest first; or the ``last`` ones."""
         rows = self._db.execute(
-            f"SELECT {GENERATION_COLUMNS} FROM generations ORDER BY generation")
-        return [GenerationRow(*row) for row in rows]
+            f"SELECT {GENERATION_COLUMNS} FROM generations ORDER BY generation DESC LIMIT ?",
+            (-1 if last is None else last,))
+        return [GenerationRow(*row) for row in rows][::-1]
+
+    def history_length(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM generations").fetchone()[0])
 
     def find(self, prefix: str) -> AgentRow:
         """The agent whose id is ``prefix`` or uniquely starts with it."""

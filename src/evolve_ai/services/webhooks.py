@@ -103,6 +103,8 @@ class Deliverer:
             resting_until = 0.0  # after a failure the endpoint rests: one try per delay
             while not self._stop.is_set():
                 wake.clear()  # before looking: a pass that saves from now on wakes us
+                if self._stop.is_set():  # stop's wake-up may be the one just cleared
+                    break
                 upcoming: float | None
                 try:
                     if time.time() >= resting_until:

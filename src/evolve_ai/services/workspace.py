@@ -148,7 +148,10 @@ class Workspace:
                     break
                 except BlockingIOError:
                     holder = _read_holder(fd)
-                    if holder[0] not in BRIEF_HOLDERS or time.monotonic() > deadline:
+                    # A holder the file does not name (a probe by status or the dashboard,
+                    # an instant; the file still names a process gone) is waited for too.
+                    brief = holder[0] in BRIEF_HOLDERS or not pid_alive(holder[1])
+                    if not brief or time.monotonic() > deadline:
                         who = f"{holder[0]} (pid {holder[1]})" if holder[1] else "another evolve"
                         raise LockHeld(
                             f"workspace {self.root} is in use by {who}; "

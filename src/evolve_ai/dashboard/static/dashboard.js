@@ -14,8 +14,9 @@
   function fitnessTraces(history) {
     const x = history.map((h) => h.generation);
     const pick = (key) => history.map((h) => (h[key] === null ? null : h[key]));
+    // Fitness lies in [0, 1]: so does the band drawn around the mean.
     const band = (sign) => history.map((h) => (h.mean === null || h.sd === null
-      ? null : h.mean + sign * h.sd));
+      ? null : Math.min(1, Math.max(0, h.mean + sign * h.sd))));
     return [
       { name: "mean - sd", x, y: band(-1), mode: "lines", line: { width: 0 },
         showlegend: false, hoverinfo: "skip" },
@@ -42,8 +43,9 @@
           customdata: o.genes.names.map((name) => o.genes.generations.map(() => name)),
           hovertemplate: "%{customdata}<br>generation %{x}: %{z:.0%}<extra></extra>",
           zmin: 0, zmax: 1, colorscale: "Viridis", colorbar: { title: { text: "share" } },
-        }], layout("", o.genes.generations, { margin: { l: 200, r: 20, t: 10, b: 40 } }),
-        config);
+        }], layout("", o.genes.generations, { margin: { l: 280, r: 20, t: 10, b: 40 },
+          yaxis: { automargin: true, tickfont: { size: 11 } } }),
+        Object.assign({}, config, { displayModeBar: false }));
       }
     }
     for (const div of document.querySelectorAll(".agent-fitness")) {
