@@ -314,6 +314,18 @@ def webhooks(state: _State, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_obj
+def innovations(state: _State, as_json: bool) -> None:
+    """Genes the agents invented: accepted (with their adoption), waiting, rejected."""
+    from evolve_ai.operations import inspect
+
+    with _errors(state):
+        data = inspect.innovations(_initialized(state))
+    click.echo(render.dumps(data) if as_json else render.innovations_text(data))
+
+
+@cli.command()
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.pass_obj
 def backup(state: _State, path: Path | None) -> None:

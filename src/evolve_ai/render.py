@@ -194,3 +194,21 @@ def webhooks_text(rows: list[dict[str, Any]]) -> str:
                   f"{row['last_error'] or '-'} ({when(row['last_error_at'])})"]
     return "\n".join(lines)
 
+
+def innovations_text(data: dict[str, Any]) -> str:
+    lines = []
+    for p in data["accepted"]:
+        figures = p["figures"]
+        share = "-" if p["adoption"] is None else f"{p['adoption']:.0%}"
+        lines += [f"{p['module']}  (proposal {p['id']}, {p['name']})",
+                  f"  by {p['agent']} in generation {p['generation']}, accepted "
+                  f"{when(p['decided'])}; adopted by {share} of the active agents",
+                  f"  trial: {figures.get('function')} solved {figures.get('solved')} of "
+                  f"{figures.get('tasks')} held-out tasks, {figures.get('solved_alone')} alone, "
+                  f"{figures.get('precision', 0):.0%} of its answers right"]
+    if not lines:
+        lines.append("no accepted innovation")
+    lines.append(f"{data['pending']} waiting; latest rejections:")
+    lines += [f"  {p['id']:>6} {p['name'] or '-':<20} {p['agent'][:8]} {p['reason']}"
+              for p in data["rejected"][:10]]
+    return "\n".join(lines)

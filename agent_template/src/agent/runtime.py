@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from agent import genetics
+from agent import genetics, inventor
 from agent.support import LIMIT
 
 __evolve__ = "core"
@@ -124,6 +124,7 @@ class Agent:
         self.policy = policy
         self.output = output
         self.failed: set[str] = set()
+        self.inventor: inventor.Inventor | None = None  # once told proposals are heard
 
     def send(self, message: Mapping[str, object]) -> None:
         try:
@@ -158,6 +159,8 @@ class Agent:
         terms = task_terms(message.get("data"))
         value = None if terms is None else self.dispatch(terms)
         self.send({"type": "answer", "id": task_id, "value": value})
+        if value is None and terms is not None and self.inventor is not None:
+            self.inventor.remember(terms)
 
     def on_feedback(self, message: Mapping[str, Any]) -> None:
         fitness = _number(message.get("fitness"))
@@ -171,6 +174,23 @@ class Agent:
             return
         if rewritten:
             self.send({"type": "mutated"})
+        if self.inventor is not None:
+            try:
+                proposal = self.inventor.tick()
+            except Exception as error:
+                log(f"inventor failed: {type(error).__name__}: {error!s:.200}")
+                self.inventor = None
+                return
+            if proposal is not None:
+                self.send({"type": "propose", "name": proposal[0], "source": proposal[1]})
+
+    def on_innovation(self, message: Mapping[str, Any]) -> None:
+        """The orchestrator hears proposals: invent every `every` feedbacks."""
+        every = message.get("every")
+        if message.get("enabled") and type(every) is int and every > 0:
+            self.inventor = inventor.Inventor(every)
+        else:
+            self.inventor = None
 
     def handle(self, message: Mapping[str, Any]) -> bool:
         """React to one message; False when the agent must stop."""
@@ -181,6 +201,8 @@ class Agent:
             self.on_task(message)
         elif kind == "feedback":
             self.on_feedback(message)
+        elif kind == "innovation":
+            self.on_innovation(message)
         return True
 
 

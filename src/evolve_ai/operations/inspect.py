@@ -9,6 +9,8 @@ from evolve_ai.errors import EvolveError
 from evolve_ai.services.store import Store
 from evolve_ai.services.workspace import Workspace
 
+REJECTIONS_SHOWN = 200  # the latest rejected proposals listed by `innovations`
+
 
 def status(workspace: Workspace, last: int | None = None) -> dict[str, Any]:
     """The population now; ``history`` whole, or its ``last`` generations. Whether a life
@@ -149,3 +151,20 @@ def webhooks(workspace: Workspace) -> list[dict[str, Any]]:
              for url, seen in sorted(report.items())]
     return rows
 
+
+def innovations(workspace: Workspace) -> dict[str, Any]:
+    """Proposals of new genes: the accepted ones with their adoption, how many wait, the
+    latest rejections with their reasons."""
+    from evolve_ai.operations.innovation import adoption
+
+    _clean_if_idle(workspace)
+    with Store.open(workspace.db_path) as store:
+        accepted = store.proposals("accepted", oldest_first=True)
+        pending = store.proposals("pending")
+        rejected = store.proposals("rejected", REJECTIONS_SHOWN)
+        adopted = adoption(store, [p["module"] for p in accepted if p["module"]])
+    for proposal in accepted:
+        proposal["adoption"] = adopted.get(proposal["module"])
+    for proposal in (*accepted, *rejected):  # the code is in the module, or was refused
+        del proposal["source"]
+    return {"accepted": accepted, "pending": len(pending), "rejected": rejected}

@@ -31,6 +31,7 @@ from evolve_ai.errors import EvolveError
 from evolve_ai.operations import backup as backups
 from evolve_ai.operations.evaluator import Evaluator
 from evolve_ai.operations.generations import Extinct, Generations
+from evolve_ai.operations.innovation import Innovation
 from evolve_ai.operations.persistence import Persistence
 from evolve_ai.operations.population import Population
 from evolve_ai.operations.scanner import Scanner
@@ -108,6 +109,8 @@ class LifeManager:
                                    task_rng)
         self.generations = Generations(workspace, config, self.population, self.supervisor,
                                        strategy, select_rng)
+        self.innovation = Innovation(workspace, config, self.population, self.supervisor,
+                                     environment)
 
     # -- the loop ---------------------------------------------------------------
 
@@ -274,6 +277,7 @@ class LifeManager:
             births += self.generations.guard(store)
         except Extinct as error:
             extinct = error
+        self.innovation.step(store)
         saved = persistence.save(generations, births, self.config.logs.event_generations,
                                  details)
         self.notifier.publish(saved)
@@ -304,6 +308,7 @@ class LifeManager:
 
     def _on_message(self, agent_id: str, message: dict[str, Any]) -> None:
         self.evaluator.on_message(agent_id, message)
+        self.innovation.on_message(agent_id, message)
 
     def _bury(self) -> None:
         for agent_id in self.generations.bury():
@@ -357,6 +362,7 @@ class LifeManager:
             self.supervisor.close()
             self.notifier.close()
             self.generations.close_shredder()
+            self.innovation.close()
 
     def _reload(self) -> None:
         """SIGHUP: read evolve.toml again; a bad file is refused and the old one kept."""
@@ -377,9 +383,11 @@ class LifeManager:
         self.config, self.notifier = config, notifier
         if changed_webhooks:
             self._send_webhooks()
-        for stage in (self.scanner, self.scheduler, self.evaluator, self.generations):
+        for stage in (self.scanner, self.scheduler, self.evaluator, self.generations,
+                      self.innovation):
             stage.config = config
         self.evaluator.environment, self.generations.strategy = environment, strategy
+        self.innovation.environment = environment
         self.supervisor.settings = supervisor_settings(config)
         self.population.event("config_reloaded", None)
 

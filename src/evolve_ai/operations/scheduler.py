@@ -21,9 +21,11 @@ from evolve_ai.services.workspace import Workspace
 LOG_CAP = 1 << 20  # bytes of an agent's log kept before it is rotated at the next start
 
 
-def launch_spec(workspace: Workspace, config: Config, agent_id: str) -> LaunchSpec:
-    """How an agent is started: its directory, scrubbed environment, limits and sandbox."""
-    directory = workspace.agent_dir(agent_id)
+def launch_spec(workspace: Workspace, config: Config, agent_id: str,
+                directory: Path | None = None) -> LaunchSpec:
+    """How an agent is started: its directory, scrubbed environment, limits and sandbox.
+    ``directory``: another than the agent's own (a trial's), started the same way."""
+    directory = directory or workspace.agent_dir(agent_id)
     limits = config.limits
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",

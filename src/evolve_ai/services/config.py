@@ -216,6 +216,21 @@ class BackupSection:
 
 
 @dataclass(frozen=True, slots=True)
+class InnovationSection:
+    enabled: bool = _key(False, "hear agents' proposals of new genes, try them, publish the "
+                                "good ones in agent_template/")
+    every: int = _key(10, "feedbacks between two searches of an agent's inventor", _positive)
+    per_agent: int = _key(1, "proposals an agent may make per generation", _positive)
+    max_bytes: int = _key(8192, "largest proposal (bytes of source)", _positive)
+    trial_tasks: int = _key(200, "held-out tasks a proposal is tried on", _positive)
+    trial_seconds: float = _key(3.0, "time a trial may take before it is killed", _positive)
+    min_solved: int = _key(5, "tasks no existing gene solves that a proposal must solve",
+                           _positive)
+    min_precision: float = _key(0.9, "share of a proposal's answers that must be right",
+                                _fraction)
+
+
+@dataclass(frozen=True, slots=True)
 class Webhook:
     """One ``[[webhooks]]`` table: an endpoint and what it is sent."""
 
@@ -319,6 +334,7 @@ class Config:
     sandbox: SandboxSection = field(default_factory=SandboxSection)
     logs: LogsSection = field(default_factory=LogsSection)
     backup: BackupSection = field(default_factory=BackupSection)
+    innovation: InnovationSection = field(default_factory=InnovationSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     api: ApiSection = field(default_factory=ApiSection)
     webhooks: tuple[Webhook, ...] = ()  # [[webhooks]] tables, see WEBHOOK_EXAMPLE

@@ -138,7 +138,27 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX fitness_history_agent ON fitness_history (agent, generation);
     """,
+    # 9: agents' proposals of new genes, their verdicts and what was published
+    """
+    CREATE TABLE proposals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        agent TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        source TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        received REAL NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        decided REAL,
+        module TEXT,
+        figures TEXT
+    );
+    CREATE INDEX proposals_status ON proposals (status, id);
+    CREATE INDEX proposals_digest ON proposals (digest);
+    """,
 )
+KEPT_REJECTED = 1000  # rejected proposals kept (the newest), with their source
 APPLICATION_ID = 0x65766F6C  # "evol"
 SCHEMA_VERSION = len(MIGRATIONS)
 AGENT_COLUMNS = ", ".join(AgentRow._fields)
@@ -496,6 +516,50 @@ class Store:
             for table in ("gene_share", "fitness_history"):  # as old as the events kept
                 db.execute(f"DELETE FROM {table} WHERE generation < ?", (horizon,))
         return genomes, events
+
+    # -- proposals of new genes -------------------------------------------------------
+
+    def add_proposal(self, agent: str, generation: int, name: str, source: str, digest: str,
+                     received: float, rejected: str | None) -> int:
+        """Record a proposal: pending, or already rejected with ``rejected``; its number.
+        Rejected ones beyond the newest KEPT_REJECTED are dropped: bounded whatever
+        agents send."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO proposals (agent, generation, name, source, digest, received, "
+                "status, reason, decided) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (agent, generation, name, source, digest, received,
+                 "pending" if rejected is None else "rejected", rejected,
+                 None if rejected is None else received))
+            db.execute("DELETE FROM proposals WHERE status = 'rejected' AND id <= "
+                       "(SELECT id FROM proposals WHERE status = 'rejected' "
+                       "ORDER BY id DESC LIMIT 1 OFFSET ?)", (KEPT_REJECTED,))
+            return int(cursor.lastrowid or 0)
+
+    def proposal_with(self, digest: str) -> int | None:
+        """A pending or accepted proposal of the same (normalised) code."""
+        row = self._db.execute("SELECT id FROM proposals WHERE digest = ? AND status != "
+                               "'rejected' LIMIT 1", (digest,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def proposals_pending(self, limit: int) -> list[dict[str, Any]]:
+        return self.proposals("pending", limit, oldest_first=True)
+
+    def proposals(self, status: str | None = None, limit: int | None = None,
+                  oldest_first: bool = False) -> list[dict[str, Any]]:
+        where = "" if status is None else "WHERE status = ?"
+        rows = self._db.execute(
+            f"SELECT * FROM proposals {where} ORDER BY id {'ASC' if oldest_first else 'DESC'}"
+            " LIMIT ?", (*(() if status is None else (status,)), -1 if limit is None else limit))
+        return [{**dict(row), "figures": json.loads(row["figures"] or "{}")} for row in rows]
+
+    def decide_proposal(self, number: int, accepted: bool, reason: str, module: str | None,
+                        figures: dict[str, Any], now: float) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE proposals SET status = ?, reason = ?, module = ?, figures = ?, "
+                       "decided = ? WHERE id = ?",
+                       ("accepted" if accepted else "rejected", reason, module,
+                        json.dumps(figures), now, number))
 
     def gene_shares(self) -> list[tuple[int, str, float]]:
         """(generation, gene, share of the active agents expressing it), oldest first."""
