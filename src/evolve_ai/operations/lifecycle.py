@@ -210,6 +210,7 @@ class LifeManager:
         if template is not None and described != self._described:  # first, or changed
             metrics.describe(template.catalogue.fingerprint, *described[1:])
             self._described = described
+        metrics.published()
 
     def _backup(self) -> None:
         """An automatic backup (``backup.every``) on a thread of its own, so that the
@@ -329,6 +330,7 @@ class LifeManager:
         store.set_sandbox(said)
         if self.metrics is not None:
             self.metrics.set_sandbox(said)
+            self.metrics.published()
         if sandbox.degraded or (problem and os.geteuid() == 0):
             self.log.warning("sandbox_degraded", **said)
         else:

@@ -1,22 +1,29 @@
-"""Prometheus metrics of a running life cycle, served by ``prometheus_client``.
+"""Prometheus metrics of a running life cycle, exposed by ``prometheus_client``.
 
-The loop updates the metrics once per pass (a few gauge sets and counter increments);
-``prometheus_client``'s own HTTP server answers scrapes on a thread of its own, from
-the values as the last pass left them: a scrape never waits for a pass, and a pass
-never waits for a scrape longer than a value's lock. Label values are bounded sets
-(statuses, process states, limit kinds, sandbox layers): never one per agent.
+The loop updates the metrics once per pass (a few gauge sets and counter increments),
+then says so (``published``). Scrapes are answered on a thread of their own by a small
+HTTP server: the exposition (``prometheus_client``'s encoders, in the format the
+scraper asks for) is made at the first scrape after a pass and served from a cache
+until the next pass, since nothing changes in between; one server thread, no thread per
+request. A scrape never waits for a pass, and a pass never waits for a scrape. Label
+values are bounded sets (statuses, process states, limit kinds, sandbox layers): never
+one per agent.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import socket
+import threading
 import urllib.parse
 from collections.abc import Iterable, Mapping
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import choose_encoder
 
+from evolve_ai._linux import name_thread
 from evolve_ai.core.records import PROCESS_STATES, STATUSES, Event
 
 # Events counted, by the name of their counter (``evolve_<name>_total``).
@@ -77,10 +84,60 @@ class Metrics:
         for outcome in ("sent", "answered", "late"):
             self.tasks.labels(outcome)
         self._tasks = {"sent": 0, "answered": 0, "late": 0}
+        self._lock = threading.Lock()
+        self._version = 0  # of the values: one per pass
+        self._cache: dict[str, bytes] = {}  # content type -> exposition of this version
 
     def serve(self, host: str, port: int) -> None:
-        """Answer scrapes on ``host:port`` from a daemon thread (OSError if it cannot)."""
-        start_http_server(port, addr=host, registry=self.registry)
+        """Answer scrapes of ``/metrics`` on ``host:port`` from a daemon thread (OSError
+        if it cannot)."""
+        metrics = self
+
+        class Scrape(BaseHTTPRequestHandler):
+            timeout = 5.0  # a client that stalls holds the next scrape back 5 s at most
+
+            def do_GET(self) -> None:
+                if urllib.parse.urlsplit(self.path).path not in ("/metrics", "/"):
+                    self.send_error(404)
+                    return
+                body, kind = metrics.exposition(self.headers.get("Accept", ""))
+                self.send_response(200)
+                self.send_header("content-type", kind)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        class Server(HTTPServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        server = Server((host, port), Scrape)
+
+        def run() -> None:
+            name_thread()
+            server.serve_forever()
+
+        threading.Thread(target=run, name="evolve-metrics", daemon=True).start()
+
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        """The metrics in the format ``accept`` asks for, made once per pass."""
+        encoder, kind = choose_encoder(accept)
+        with self._lock:
+            version, cached = self._version, self._cache.get(kind)
+        if cached is None:
+            cached = encoder(self.registry)  # outside the lock: a pass never waits
+            with self._lock:
+                if self._version == version:
+                    self._cache[kind] = cached
+        return cached, kind
+
+    def published(self) -> None:
+        """The pass has set every value: the next scrape makes a new exposition."""
+        with self._lock:
+            self._version += 1
+            self._cache.clear()
 
     def describe(self, template: str, strategy: str, environment: str) -> None:
         self.info.info({"version": importlib.metadata.version("evolve-ai"),
