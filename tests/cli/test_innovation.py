@@ -166,3 +166,49 @@ def test_proposals_beyond_the_budget_are_not_heard(tmp_path: Path) -> None:
     over = read_events(root, "proposals_over_budget")
     assert sum(e["count"] for e in over) == 3 * 3  # three agents, three proposals too many
     assert len(innovations(root)["rejected"]) == 3
+
+
+GENERATOR = f'''
+import json
+
+FIB = {FIB!r}
+
+
+def generate(tasks, sources):
+    assert tasks and all(set(task) == {{"data", "expected"}} for task in tasks)
+    assert any(path.endswith("alpha.py") for path in sources)
+    yield ("fib", FIB)
+    yield ("escape", "import os\\ndef f(terms):\\n    return 1\\n")
+
+
+def broken(tasks, sources):
+    raise RuntimeError("the model is down")
+'''
+
+
+def test_a_generator_plugin_proposes_like_an_agent(tmp_path: Path) -> None:
+    root = workspace(tmp_path, [], {"innovation.generator": "my_generator:generate",
+                                    "innovation.generator_every": 1,
+                                    "selection.every": 2})
+    (root / "my_generator.py").write_text(GENERATOR)
+    proc = start_life_cycle(root)
+    try:
+        wait_until(lambda: innovations(root)["accepted"], 90, "the generator's gene")
+    finally:
+        stop_life_cycle(proc)
+    data = innovations(root)
+    [accepted] = data["accepted"]
+    assert accepted["agent"] == "generator:my_generator:generate"
+    assert any(r["name"] == "escape" and "import of 'os'" in r["reason"]
+               for r in data["rejected"])
+    # A generator that fails is said in the log; the life cycle goes on.
+    (root / "evolve.toml").write_text((root / "evolve.toml").read_text().replace(
+        "my_generator:generate", "my_generator:broken"))
+    proc = start_life_cycle(root)
+    try:
+        wait_until(lambda: bool(read_events(root, "generator_failed")), 90, "the failure")
+        passes = len(read_events(root, "pass_done"))
+        wait_until(lambda: len(read_events(root, "pass_done")) > passes + 2, 30, "more passes")
+    finally:
+        stop_life_cycle(proc)
+    assert "the model is down" in read_events(root, "generator_failed")[0]["error"]

@@ -17,17 +17,23 @@ and selection do the rest.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import queue
 import random
 import re
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from evolve_ai._linux import name_thread
 from evolve_ai.core import vetting
 from evolve_ai.environments import Environment
+from evolve_ai.errors import ConfigError
 from evolve_ai.operations.population import Population
 from evolve_ai.operations.trial import Outcome, TrialFailed, Trials
+from evolve_ai.plugins import load_plugin
 from evolve_ai.services import logs
 from evolve_ai.services.config import Config
 from evolve_ai.services.files import atomic_write
@@ -36,6 +42,7 @@ from evolve_ai.services.supervisor import Supervisor
 from evolve_ai.services.workspace import Workspace
 
 MAX_NAME = 40
+GENERATED = 5  # proposals taken from one run of a generator plug-in
 NAME = re.compile(rf"[a-z][a-z0-9_]{{0,{MAX_NAME - 1}}}")
 PACKAGE = "src/agent/"
 PREFIX = "invented_"
@@ -77,6 +84,10 @@ class Innovation:
         self._refused_rate = 0  # proposals over the per-agent budget, since the last pass
         # The newest version's genes on the held-out tasks: (fingerprint, tasks, answers).
         self._baseline: tuple[str, list[Any], Outcome] | None = None
+        self._generator = _load_generator(config)
+        self._generating: threading.Thread | None = None
+        self._generated = -1  # the generation the generator last ran for
+        self._from_generator: queue.SimpleQueue[Heard] = queue.SimpleQueue()
 
     # -- heard between passes -------------------------------------------------------------
 
@@ -102,9 +113,12 @@ class Innovation:
                              per_agent=self.config.innovation.per_agent)
             self._refused_rate = 0
         heard, self._heard = self._heard, []
+        while not self._from_generator.empty():
+            heard.append(self._from_generator.get())
         for proposal in heard:
             self._receive(store, proposal)
         self._tell()
+        self._generate()
         if self.config.innovation.enabled:
             pending = store.proposals_pending(1)
             if pending:
@@ -112,6 +126,60 @@ class Innovation:
 
     def close(self) -> None:
         self.trials.close()
+
+    def reload(self, config: Config, environment: Environment) -> None:
+        """SIGHUP: new settings, environment and generator (a generator that no longer
+        loads is said, and the old one kept)."""
+        self.config, self.environment = config, environment
+        self.trials.config = config
+        try:
+            self._generator = _load_generator(config)
+        except ConfigError as error:
+            self.log.error("generator_unavailable", error=str(error))
+        self._baseline = None  # other tasks, perhaps
+
+    def _generate(self) -> None:
+        """Every ``innovation.generator_every`` generations, the ``innovation.generator``
+        plug-in, on a thread of its own (it may take long: a language model, say), is
+        shown held-out tasks that no gene solves; what it returns is proposed like an
+        agent's proposal, vetted and tried the same way."""
+        settings = self.config.innovation
+        generation = self.population.generation
+        if (self._generator is None or not settings.enabled
+                or generation % settings.generator_every or generation == self._generated
+                or (self._generating is not None and self._generating.is_alive())):
+            return
+        self._generated = generation
+        try:
+            tasks, baseline = self._baseline_answers()
+        except TrialFailed as failed:
+            self.log.warning("generator_skipped", error=str(failed))
+            return
+        unsolved = [task for i, task in enumerate(tasks)
+                    if not any(self._right(task, row[i]) for row in baseline.answers.values())]
+        template = self.population.template
+        sources = {} if template is None else {
+            path: data.decode("utf-8", errors="replace")
+            for path, data in template.files.items() if path.startswith(PACKAGE)}
+        shown = [{"data": task.data, "expected": task.expected} for task in unsolved[:50]]
+        author, generator = settings.generator, self._generator
+
+        def run() -> None:
+            name_thread()
+            try:
+                made = list(itertools.islice(generator(shown, sources), GENERATED))
+            except Exception as error:  # a plug-in's failure is said, never a stop
+                self.log.error("generator_failed", generator=author, error=str(error)[:300])
+                return
+            for item in made:
+                name, source = item if isinstance(item, tuple) and len(item) == 2 else (
+                    None, None)
+                self._from_generator.put(Heard(f"generator:{author}", generation, name,
+                                               source, time.time()))
+
+        self._generating = threading.Thread(target=run, name="evolve-generator",
+                                            daemon=True)
+        self._generating.start()
 
     def _tell(self) -> None:
         """Each running agent, once per process: whether proposals are heard, and how
@@ -266,6 +334,15 @@ class Innovation:
         )
         atomic_write(self.workspace.template_dir / path, (header + proposal["source"]).encode())
         return path
+
+
+def _load_generator(config: Config) -> Callable[..., Iterable[Any]] | None:
+    reference = config.innovation.generator
+    if not reference:
+        return None
+    generator: Callable[..., Iterable[Any]] = load_plugin(reference, "evolve_ai.generators",
+                                                          "innovation.generator")
+    return generator
 
 
 def _dotted(path: str) -> str:

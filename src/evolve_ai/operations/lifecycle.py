@@ -385,11 +385,10 @@ class LifeManager:
         self.config, self.notifier = config, notifier
         if changed_webhooks:
             self._send_webhooks()
-        for stage in (self.scanner, self.scheduler, self.evaluator, self.generations,
-                      self.innovation):
+        for stage in (self.scanner, self.scheduler, self.evaluator, self.generations):
             stage.config = config
         self.evaluator.environment, self.generations.strategy = environment, strategy
-        self.innovation.environment = environment
+        self.innovation.reload(config, environment)
         self.supervisor.settings = supervisor_settings(config)
         self.population.event("config_reloaded", None)
 

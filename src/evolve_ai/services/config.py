@@ -62,6 +62,10 @@ def _fraction(value: Any) -> str | None:
     return None if 0.0 <= value <= 1.0 else "must be between 0 and 1"
 
 
+def _optional_plugin(value: Any) -> str | None:
+    return None if value == "" or PLUGIN_RE.match(value) else "must be empty or module:attr"
+
+
 def _plugins(value: Any) -> str | None:
     bad = next((item for item in value if not PLUGIN_RE.match(item)), None)
     return None if bad is None else f"has {bad!r}, not a name or 'module:attribute'"
@@ -228,6 +232,10 @@ class InnovationSection:
                            _positive)
     min_precision: float = _key(0.9, "share of a proposal's answers that must be right",
                                 _fraction)
+    generator: str = _key("", "module:attr of a generator of proposals run by evolve "
+                              "(see docs/innovation.md); empty: none", _optional_plugin)
+    generator_every: int = _key(5, "generations between two runs of the generator",
+                                _positive)
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,6 +477,7 @@ def _check_plugins(config: Config, path: Path) -> None:
     whichever command reads the file, not hours later by the life cycle."""
     named = [("environment", config.environment),
              ("selection.strategy", config.selection.strategy),
+             ("innovation.generator", config.innovation.generator),
              *((f"hooks[{i}]", hook) for i, hook in enumerate(config.hooks))]
     named = [(key, value) for key, value in named if ":" in value]
     if not named:
