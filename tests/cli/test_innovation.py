@@ -32,7 +32,9 @@ HOSTILE: list[dict[str, Any]] = [
     {"name": "forker", "source": "def f(terms):\n    return __import__('os').fork()\n"},
     {"name": "dunder", "source": "def f(terms):\n    return terms.__class__.__mro__\n"},
     {"name": "run", "source": "def f(terms):\n    return exec('1')\n"},
-    {"name": "reader", "source": "def f(terms):\n    return len(open('/etc/passwd').read())\n"},
+    {"name": "reader", "source": "def f(terms):\n    return open('/etc/passwd')\n"},
+    {"name": "shadow", "source": "def f(terms):\n    (lambda eval: 0)\n    return eval('1')\n"},
+    {"name": "frame", "source": "def f(terms):\n    return (x for x in terms).gi_frame\n"},
     {"name": "huge", "source": "def f(terms):\n    return 1\n" + "#" * 20000},
     {"name": 7, "source": None},
     {"name": "Bad Name!", "source": FIB},
@@ -140,16 +142,18 @@ def test_a_hostile_proposer_gets_nothing_published(tmp_path: Path) -> None:
     assert data["accepted"] == []
     reasons = {r["name"]: r["reason"] for r in data["rejected"]}
     assert "import of 'os'" in reasons["escape"]
-    assert "'__import__'" in reasons["forker"]
+    assert "'fork'" in reasons["forker"]  # refused before its __import__ is reached
     assert "attribute '__" in reasons["dunder"]
     assert "'exec'" in reasons["run"] and "'open'" in reasons["reader"]
     assert "over 8192 bytes" in reasons["huge"]
     assert "malformed" in reasons[""]
     assert "lower-case" in reasons["Bad Name!"]
     assert "does not parse" in reasons["broken"]
-    assert "no answer within 1 s" in reasons["spin"]
+    assert "no answer within 1 s" in reasons["spin"]  # 200 calls of 0.1 s: past the deadline
     assert "solves 0 tasks" in reasons["hog"]
     assert "behaves as last does" in reasons["copy"]
+    assert "'eval' is bound" in reasons["shadow"]
+    assert "attribute 'gi_frame'" in reasons["frame"]
     after = sorted(p.name for p in (root / "agent_template" / "src" / "agent").iterdir())
     assert after == before
     assert len(json.loads(run_evolve(root, "template", "--json").stdout)["versions"]) == 1

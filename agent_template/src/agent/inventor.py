@@ -13,7 +13,7 @@ tasks, no import beyond the standard library.
 
 import hashlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 __evolve__ = "core"
 
@@ -99,21 +99,21 @@ class Inventor:
         tasks = [steps(terms) for terms in self.unanswered]
         if len(tasks) < MIN_TASKS:
             return None
-        found = self._plain(tasks) or self._by_parity(tasks)
-        if found is None:
-            return None
-        name, source = found
-        digest = hashlib.sha256(source.encode()).hexdigest()[:8]
-        if digest in self.proposed:
-            return None
-        self.proposed.add(digest)
-        return f"{name}_{digest}", source
+        for name, source in self._candidates(tasks):
+            digest = hashlib.sha256(source.encode()).hexdigest()[:8]
+            if digest not in self.proposed:  # each rule is proposed once
+                self.proposed.add(digest)
+                return f"{name}_{digest}", source
+        return None
 
-    def _plain(self, tasks: list[list[Step]]) -> tuple[str, str] | None:
+    def _candidates(self, tasks: list[list[Step]]) -> Iterator[tuple[str, str]]:
+        """Plain rules that hold on enough tasks, then the best rule split by parity."""
         for form in FORMS:
             if sum(1 for task in tasks if _holds(form, task)) >= MIN_TASKS:
-                return "rule", _source("rule", form[0], None)
-        return None
+                yield "rule", _source("rule", form[0], None)
+        split = self._by_parity(tasks)
+        if split is not None:
+            yield split
 
     def _by_parity(self, tasks: list[list[Step]]) -> tuple[str, str] | None:
         """The pair of forms (a even, a odd) that holds on the most tasks (each task

@@ -13,6 +13,7 @@ from the tree), so what runs is what was vetted, comments and layout tricks gone
 from __future__ import annotations
 
 import ast
+import builtins
 from dataclasses import dataclass
 
 MAX_BYTES = 8192
@@ -20,9 +21,35 @@ MAX_NODES = 800
 MAX_DEPTH = 16
 MAX_FUNCTIONS = 4
 MAX_INT_BITS = 64  # literals beyond this are refused (a 10**100000 is a denial of service)
-IMPORTABLE = frozenset({"math", "itertools", "fractions", "functools"})
-# str.format reads attributes named in its format string, the underscore ones too.
-ATTRIBUTES_REFUSED = frozenset({"format", "format_map"})
+# What may be imported, member by member: a module object itself leaks what it imported
+# (fractions.sys, fractions.operator.attrgetter), so only these members are reachable.
+MEMBERS: dict[str, frozenset[str]] = {
+    "math": frozenset({
+        "acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh", "ceil", "comb",
+        "copysign", "cos", "cosh", "degrees", "dist", "e", "erf", "erfc", "exp", "expm1",
+        "fabs", "factorial", "floor", "fmod", "frexp", "fsum", "gamma", "gcd", "hypot",
+        "inf", "isclose", "isfinite", "isinf", "isnan", "isqrt", "lcm", "ldexp", "lgamma",
+        "log", "log10", "log1p", "log2", "modf", "nan", "nextafter", "perm", "pi", "pow",
+        "prod", "radians", "remainder", "sin", "sinh", "sqrt", "tan", "tanh", "tau",
+        "trunc", "ulp"}),
+    "itertools": frozenset({
+        "accumulate", "chain", "combinations", "combinations_with_replacement", "compress",
+        "count", "cycle", "dropwhile", "filterfalse", "groupby", "islice", "pairwise",
+        "permutations", "product", "repeat", "starmap", "takewhile", "zip_longest"}),
+    "fractions": frozenset({"Fraction"}),
+    "functools": frozenset({"reduce"}),
+}
+IMPORTABLE = frozenset(MEMBERS)
+# Attributes of values (not of modules): plain methods of ints, fractions, lists, dicts,
+# sets, tuples and strings. An allow-list: a generator's gi_frame, a class's mro, a
+# string's format (it reads attributes named in its template) are all refused.
+ATTRIBUTES = frozenset({
+    "append", "bit_count", "bit_length", "conjugate", "copy", "count", "denominator",
+    "difference", "discard", "endswith", "extend", "get", "imag", "index", "insert",
+    "intersection", "is_integer", "isdigit", "issubset", "issuperset", "items", "join",
+    "keys", "limit_denominator", "lower", "numerator", "pop", "real", "remove", "reverse",
+    "setdefault", "sort", "split", "startswith", "strip", "symmetric_difference", "union",
+    "update", "upper", "values", "add", "as_integer_ratio"})
 BUILTINS = frozenset({
     "abs", "all", "any", "bool", "divmod", "enumerate", "filter", "int", "len", "list",
     "map", "max", "min", "pow", "range", "reversed", "round", "set", "sorted", "sum",
@@ -31,8 +58,8 @@ BUILTINS = frozenset({
 NODES: frozenset[type[ast.AST]] = frozenset({
     ast.Module, ast.Expr, ast.Import, ast.ImportFrom, ast.alias, ast.FunctionDef,
     ast.arguments, ast.arg, ast.Return, ast.If, ast.For, ast.While, ast.Break,
-    ast.Continue, ast.Pass, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Name, ast.Load,
-    ast.Store, ast.Del, ast.Constant, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare,
+    ast.Continue, ast.Pass, ast.Assign, ast.AugAssign, ast.Name, ast.Load,
+    ast.Store, ast.Constant, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare,
     ast.IfExp, ast.Call, ast.keyword, ast.Attribute, ast.Subscript, ast.Slice, ast.List,
     ast.Tuple, ast.Set, ast.Dict, ast.ListComp, ast.SetComp, ast.GeneratorExp,
     ast.DictComp, ast.comprehension, ast.Lambda, ast.Starred,
@@ -41,6 +68,9 @@ NODES: frozenset[type[ast.AST]] = frozenset({
     ast.Not, ast.Invert, ast.And, ast.Or, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt,
     ast.GtE, ast.Is, ast.IsNot, ast.In, ast.NotIn,
 })
+
+
+RESERVED = frozenset(dir(builtins)) | BUILTINS  # never bound by a proposal
 
 
 class Refused(Exception):
@@ -100,14 +130,18 @@ def _top_level(tree: ast.Module) -> set[str]:
                 if alias.name not in IMPORTABLE:
                     raise Refused(f"import of {alias.name!r} (line {node.lineno}): only "
                                   f"{', '.join(sorted(IMPORTABLE))}")
-                imported.add(alias.asname or alias.name)
+                if alias.asname is not None:  # modules keep their names: math.x is checked
+                    raise Refused(f"import {alias.name} as {alias.asname} "
+                                  f"(line {node.lineno})")
+                imported.add(alias.name)
         elif isinstance(node, ast.ImportFrom):
             if node.level or node.module not in IMPORTABLE:
                 raise Refused(f"import from {node.module!r} (line {node.lineno}): only "
                               f"{', '.join(sorted(IMPORTABLE))}")
             for alias in node.names:
-                if alias.name == "*" or alias.name.startswith("_"):
-                    raise Refused(f"import of {alias.name!r} (line {node.lineno})")
+                if alias.name not in MEMBERS[node.module]:
+                    raise Refused(f"import of {alias.name!r} from {node.module} "
+                                  f"(line {node.lineno})")
                 imported.add(alias.asname or alias.name)
         elif isinstance(node, ast.FunctionDef):
             functions += 1
@@ -121,14 +155,16 @@ def _top_level(tree: ast.Module) -> set[str]:
 
 def _check_function(function: ast.FunctionDef, known: set[str]) -> None:
     name = function.name
-    if name.startswith("_"):
-        raise Refused(f"function {name!r}: a gene's name cannot start with '_'")
+    if name.startswith("_") or name in RESERVED:
+        raise Refused(f"function {name!r}: a gene's name cannot start with '_' nor be a "
+                      "built-in's")
     args = function.args
     if (len(args.args) != 1 or args.posonlyargs or args.vararg or args.kwonlyargs
-            or args.kwarg or args.defaults or function.decorator_list):
+            or args.kwarg or args.defaults or function.decorator_list
+            or function.returns is not None or args.args[0].annotation is not None):
         raise Refused(f"function {name!r} (line {function.lineno}): a gene takes one "
-                      "argument, the terms, without defaults or decorators")
-    local = {args.args[0].arg} | _bound(function)
+                      "argument, the terms, without defaults, annotations or decorators")
+    local = _bound(function, known)
     for node in ast.walk(function):
         if type(node) not in NODES:
             raise Refused(f"{type(node).__name__} (line {_line(node)}) is not allowed")
@@ -136,9 +172,8 @@ def _check_function(function: ast.FunctionDef, known: set[str]) -> None:
             if node.id.startswith("_") or not (node.id in local or node.id in known
                                                or node.id in BUILTINS):
                 raise Refused(f"name {node.id!r} (line {_line(node)}) is not allowed")
-        elif isinstance(node, ast.Attribute) and (node.attr.startswith("_")
-                                                  or node.attr in ATTRIBUTES_REFUSED):
-            raise Refused(f"attribute {node.attr!r} (line {_line(node)}) is not allowed")
+        elif isinstance(node, ast.Attribute):
+            _check_attribute(node)
         elif isinstance(node, ast.arg) and node.arg.startswith("_"):
             raise Refused(f"argument {node.arg!r} (line {_line(node)}) is not allowed")
         elif isinstance(node, ast.Constant):
@@ -147,15 +182,33 @@ def _check_function(function: ast.FunctionDef, known: set[str]) -> None:
             raise Refused(f"a function inside {name!r} (line {_line(node)})")
 
 
-def _bound(function: ast.FunctionDef) -> set[str]:
-    """Names the function binds: assignment targets, loop and comprehension variables,
-    lambda arguments."""
+def _check_attribute(node: ast.Attribute) -> None:
+    """``math.gcd``: a member of the module's list; ``x.append``: a plain method. Never
+    assigned or deleted: a gene must not change what other genes share."""
+    if not isinstance(node.ctx, ast.Load):
+        raise Refused(f"assignment to attribute {node.attr!r} (line {_line(node)})")
+    base = node.value
+    module = base.id if isinstance(base, ast.Name) and base.id in MEMBERS else None
+    allowed = ATTRIBUTES if module is None else MEMBERS[module]
+    if node.attr not in allowed:
+        raise Refused(f"attribute {node.attr!r} (line {_line(node)}) is not allowed")
+
+
+def _bound(function: ast.FunctionDef, known: set[str]) -> set[str]:
+    """Names the function binds: its argument, assignment targets, loop and
+    comprehension variables, lambda arguments. None may be a built-in's, an import's or
+    a function's name: a name bound in a lambda or a comprehension is seen outside it as
+    the global or built-in of that name (``(lambda eval: 0)`` then ``eval(...)``)."""
     names: set[str] = set()
     for node in ast.walk(function):
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
             names.add(node.id)
         elif isinstance(node, ast.arg):
             names.add(node.arg)
+    taken = sorted(names & (RESERVED | known))
+    if taken:
+        raise Refused(f"{taken[0]!r} is bound in {function.name!r}: a built-in's, an "
+                      "import's or a function's name cannot be")
     return names
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import queue
 import random
 import re
@@ -42,6 +43,7 @@ from evolve_ai.services.supervisor import Supervisor
 from evolve_ai.services.workspace import Workspace
 
 MAX_NAME = 40
+MAX_PENDING = 100  # proposals waiting for a trial; more are refused until they are tried
 GENERATED = 5  # proposals taken from one run of a generator plug-in
 NAME = re.compile(rf"[a-z][a-z0-9_]{{0,{MAX_NAME - 1}}}")
 PACKAGE = "src/agent/"
@@ -66,6 +68,10 @@ class Verdict:
     figures: dict[str, Any]
 
 
+class BaselineFailed(TrialFailed):
+    """The template's own genes could not be tried: no proposal can be judged."""
+
+
 class Innovation:
     def __init__(self, workspace: Workspace, config: Config, population: Population,
                  supervisor: Supervisor, environment: Environment) -> None:
@@ -88,6 +94,8 @@ class Innovation:
         self._generating: threading.Thread | None = None
         self._generated = -1  # the generation the generator last ran for
         self._from_generator: queue.SimpleQueue[Heard] = queue.SimpleQueue()
+        self._secret = os.urandom(16).hex()  # this run's held-out tasks
+        self._baseline_failed = ""  # said once
 
     # -- heard between passes -------------------------------------------------------------
 
@@ -208,10 +216,13 @@ class Innovation:
         if not isinstance(heard.name, str) or not isinstance(heard.source, str):
             reason = "malformed: name and source must be strings"
         elif not NAME.fullmatch(name):
-            reason = (f"name {name[:MAX_NAME]!r}: lower-case letters, digits and _, "
-                      f"at most {MAX_NAME}")
+            # Stored escaped: any string (a lone surrogate...) is safe to store and show.
+            name = name[:MAX_NAME].encode("ascii", "backslashreplace").decode()
+            reason = f"name {name!r}: lower-case letters, digits and _, at most {MAX_NAME}"
         digest = hashlib.sha256(kept.encode()).hexdigest()
         normalised = None
+        if reason is None and store.proposals_count("pending") >= MAX_PENDING:
+            reason = f"{MAX_PENDING} proposals wait already: try again later"
         if reason is None:
             try:
                 vetted = vetting.vet(source, limit)
@@ -225,30 +236,42 @@ class Innovation:
                     reason = f"the same code as proposal {earlier}"
         number = store.add_proposal(heard.agent, heard.generation, name[:MAX_NAME],
                                     normalised or kept, digest, heard.time, reason)
+        agent = None if heard.agent.startswith("generator:") else heard.agent
         if reason is None:
-            self.population.event("proposed", heard.agent, proposal=number, name=name)
+            self.population.event("proposed", agent, proposal=number, name=name)
         else:
-            self.population.event("proposal_rejected", heard.agent, proposal=number,
-                                  reason=reason)
+            self.population.event("proposal_rejected", agent, proposal=number, reason=reason)
 
     def _try(self, store: Store, proposal: dict[str, Any]) -> None:
         try:
             verdict = self._judge(proposal)
+        except BaselineFailed as failed:  # not the proposal's fault: it waits
+            if self._baseline_failed != str(failed):
+                self._baseline_failed = str(failed)
+                self.log.error("trial_baseline_failed", error=str(failed))
+            return
         except TrialFailed as failed:
             verdict = Verdict(False, f"trial: {failed}", {})
+        except vetting.Refused as refused:  # limits lowered since it was heard
+            verdict = Verdict(False, str(refused), {})
         module = self._publish(proposal, verdict) if verdict.accepted else None
-        store.decide_proposal(proposal["id"], verdict.accepted, verdict.reason, module,
+        store.decide_proposal(proposal["id"], module is not None,
+                              verdict.reason if module is not None or not verdict.accepted
+                              else "a module of that name exists", module,
                               verdict.figures, time.time())
+        agent = None if proposal["agent"].startswith("generator:") else proposal["agent"]
         if module is not None:
-            self.population.event("innovation_accepted", proposal["agent"],
-                                  proposal=proposal["id"], module=module, **verdict.figures)
+            self.population.event("innovation_accepted", agent, proposal=proposal["id"],
+                                  module=module, **verdict.figures)
         else:
-            self.population.event("proposal_rejected", proposal["agent"],
-                                  proposal=proposal["id"], reason=verdict.reason)
+            self.population.event("proposal_rejected", agent, proposal=proposal["id"],
+                                  reason=verdict.reason)
 
     def _judge(self, proposal: dict[str, Any]) -> Verdict:
+        """Accepted when every function of the module is new and useful: all of them
+        become genes, so none is let in unchecked."""
         settings = self.config.innovation
-        vetted = vetting.vet(proposal["source"], settings.max_bytes)  # stored normalised
+        vetted = vetting.vet(proposal["source"], 4 * settings.max_bytes)  # normalised
         tasks, baseline = self._baseline_answers()
         path = f"{PREFIX}candidate.py"
         genes = [f"agent.{PREFIX}candidate:{name}" for name in vetted.functions]
@@ -256,7 +279,7 @@ class Innovation:
                                   [task.data for task in tasks], settings.trial_seconds)
         solved_before = [any(self._right(task, row[i]) for row in baseline.answers.values())
                          for i, task in enumerate(tasks)]
-        best: dict[str, Any] = {}
+        passed: list[dict[str, Any]] = []
         reasons = []
         for gene in genes:
             row = outcome.answers.get(gene, [None] * len(tasks))
@@ -283,11 +306,14 @@ class Innovation:
             elif precision < settings.min_precision:
                 reasons.append(f"{name}: {precision:.0%} of its answers right "
                                f"(needs {settings.min_precision:.0%})")
-            elif not best or len(unique) > best["solved_alone"]:
-                best = figures
-        if best:
-            return Verdict(True, "new and useful", best)
-        return Verdict(False, "; ".join(reasons) or "no function", {})
+            else:
+                passed.append(figures)
+        if reasons or not passed:
+            return Verdict(False, "; ".join(reasons) or "no function", {})
+        for gene in genes:  # the next proposal is new only if it differs from these too
+            baseline.answers[f"{proposal['digest'][:8]}:{gene}"] = outcome.answers[gene]
+        return Verdict(True, "new and useful",
+                       max(passed, key=lambda figures: figures["solved_alone"]))
 
     def _right(self, task: Any, value: Any) -> bool:
         if value is None:
@@ -305,19 +331,24 @@ class Innovation:
             raise TrialFailed("no template version yet")
         fingerprint = template.catalogue.fingerprint
         if self._baseline is None or self._baseline[0] != fingerprint:
-            rng = random.Random(f"trial:{fingerprint}")
+            # A seed agents cannot know (not even from the store, which they can read):
+            # tasks they could have learnt by heart are not held out.
+            rng = random.Random(f"trial:{self._secret}:{fingerprint}")
             tasks = list(self.environment.make_tasks(rng, self.config.innovation.trial_tasks))
             modules = {path.removeprefix(PACKAGE): data for path, data in template.files.items()
                        if path.startswith(PACKAGE) and path.endswith(".py")
                        and path not in (f"{PACKAGE}main.py", f"{PACKAGE}__init__.py")}
             genes = [f"agent.{_dotted(path)}:{name}"
                      for path, names in template.catalogue.genes().items() for name in names]
-            outcome = self.trials.run(modules, genes, [task.data for task in tasks],
-                                      max(self.config.innovation.trial_seconds, 10.0))
+            try:
+                outcome = self.trials.run(modules, genes, [task.data for task in tasks],
+                                          max(self.config.innovation.trial_seconds, 10.0))
+            except TrialFailed as failed:
+                raise BaselineFailed(f"the template's own genes on trial: {failed}") from None
             self._baseline = (fingerprint, tasks, outcome)
         return self._baseline[1], self._baseline[2]
 
-    def _publish(self, proposal: dict[str, Any], verdict: Verdict) -> str:
+    def _publish(self, proposal: dict[str, Any], verdict: Verdict) -> str | None:
         """The module, with its provenance, in ``agent_template/``: a new version."""
         author = self.population.agents.get(proposal["agent"])
         figures = verdict.figures
@@ -332,7 +363,10 @@ class Innovation:
             f"{figures['precision']:.0%} of its answers right.\n"
             "# Normalised from the proposal's syntax tree (comments and layout are not kept).\n"
         )
-        atomic_write(self.workspace.template_dir / path, (header + proposal["source"]).encode())
+        target = self.workspace.template_dir / path
+        if target.exists():  # never overwritten: the digest names its content
+            return None
+        atomic_write(target, (header + proposal["source"]).encode())
         return path
 
 

@@ -160,11 +160,11 @@ def innovations(workspace: Workspace) -> dict[str, Any]:
     _clean_if_idle(workspace)
     with Store.open(workspace.db_path) as store:
         accepted = store.proposals("accepted", oldest_first=True)
-        pending = store.proposals("pending")
+        pending = store.proposals_count("pending")
         rejected = store.proposals("rejected", REJECTIONS_SHOWN)
         adopted = adoption(store, [p["module"] for p in accepted if p["module"]])
     for proposal in accepted:
         proposal["adoption"] = adopted.get(proposal["module"])
     for proposal in (*accepted, *rejected):  # the code is in the module, or was refused
         del proposal["source"]
-    return {"accepted": accepted, "pending": len(pending), "rejected": rejected}
+    return {"accepted": accepted, "pending": pending, "rejected": rejected}

@@ -39,7 +39,7 @@ class TrialFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    answers: Mapping[str, Sequence[Any]]  # gene -> one value (or None) per task
+    answers: dict[str, list[Any]]  # gene -> one value (or None) per task
     errors: Mapping[str, str]  # gene -> why it answered nothing
     seconds: float
 

@@ -537,10 +537,15 @@ class Store:
             return int(cursor.lastrowid or 0)
 
     def proposal_with(self, digest: str) -> int | None:
-        """A pending or accepted proposal of the same (normalised) code."""
-        row = self._db.execute("SELECT id FROM proposals WHERE digest = ? AND status != "
-                               "'rejected' LIMIT 1", (digest,)).fetchone()
+        """A proposal of the same (normalised) code, whatever became of it: a rejected
+        rule is not tried again each time an agent finds it anew."""
+        row = self._db.execute("SELECT id FROM proposals WHERE digest = ? LIMIT 1",
+                               (digest,)).fetchone()
         return None if row is None else int(row[0])
+
+    def proposals_count(self, status: str) -> int:
+        return int(self._db.execute("SELECT count(*) FROM proposals WHERE status = ?",
+                                    (status,)).fetchone()[0])
 
     def proposals_pending(self, limit: int) -> list[dict[str, Any]]:
         return self.proposals("pending", limit, oldest_first=True)
