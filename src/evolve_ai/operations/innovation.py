@@ -81,7 +81,7 @@ class Innovation:
         self.supervisor = supervisor
         self.environment = environment
         # agent -> (its pid, what it was told): told again when either changes
-        self._told: dict[str, tuple[int | None, bool, int]] = {}
+        self._told: dict[str, tuple[int | None, bool, int, int]] = {}
         self.log = logs.get_logger(command="life-cycle")
         self.trials = Trials(workspace, config)
         self._heard: list[Heard] = []
@@ -198,7 +198,8 @@ class Innovation:
         told = {}
         for agent_id in self.supervisor.running():
             info = self.supervisor.info(agent_id)
-            now = (None if info is None else info.pid, settings.enabled, settings.every)
+            now = (None if info is None else info.pid, settings.enabled, settings.every,
+                   settings.max_bytes)
             before = self._told.get(agent_id)
             # Agents never told of it are not told it is off: silence means the same.
             if before != now and (settings.enabled or before is not None):
