@@ -6,7 +6,9 @@ argument, the terms); inside them only the node types and names below. Anything 
 (an attribute with an underscore, ``exec``, ``open``, a class, a ``global``, a
 decorator, ``print``...) is a rejection with its reason and line. What vetting cannot
 see (a loop that never ends, a list of 10**10 items) the sandboxed trial meets under
-the agents' limits. An accepted module is published in its normalised form (printed
+the agents' limits, as it meets what vetting cannot bound in C (``10 ** 10 ** 10``, a
+million nested ``map`` objects that crash the interpreter): the sandbox contains them,
+and the trial fails. An accepted module is published in its normalised form (printed
 from the tree), so what runs is what was vetted, comments and layout tricks gone.
 """
 
@@ -56,8 +58,9 @@ BUILTINS = frozenset({
     "tuple", "zip", "isinstance", "float", "frozenset", "dict", "None", "True", "False",
 })
 NODES: frozenset[type[ast.AST]] = frozenset({
-    ast.Module, ast.Expr, ast.Import, ast.ImportFrom, ast.alias, ast.FunctionDef,
-    ast.arguments, ast.arg, ast.Return, ast.If, ast.For, ast.While, ast.Break,
+    # Inside functions: no import (only the module's own, checked at its top level).
+    ast.Module, ast.Expr, ast.FunctionDef, ast.arguments, ast.arg, ast.Return, ast.If,
+    ast.For, ast.While, ast.Break,
     ast.Continue, ast.Pass, ast.Assign, ast.AugAssign, ast.Name, ast.Load,
     ast.Store, ast.Constant, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare,
     ast.IfExp, ast.Call, ast.keyword, ast.Attribute, ast.Subscript, ast.Slice, ast.List,
@@ -142,7 +145,11 @@ def _top_level(tree: ast.Module) -> set[str]:
                 if alias.name not in MEMBERS[node.module]:
                     raise Refused(f"import of {alias.name!r} from {node.module} "
                                   f"(line {node.lineno})")
-                imported.add(alias.asname or alias.name)
+                bound = alias.asname or alias.name
+                if bound.startswith("_") or bound in RESERVED or bound in MEMBERS:
+                    raise Refused(f"import as {bound!r} (line {node.lineno}): a built-in's "
+                                  "or a module's name")
+                imported.add(bound)
         elif isinstance(node, ast.FunctionDef):
             functions += 1
         else:
@@ -176,6 +183,9 @@ def _check_function(function: ast.FunctionDef, known: set[str]) -> None:
             _check_attribute(node)
         elif isinstance(node, ast.arg) and node.arg.startswith("_"):
             raise Refused(f"argument {node.arg!r} (line {_line(node)}) is not allowed")
+        elif isinstance(node, ast.keyword) and (node.arg is None or node.arg.startswith("_")):
+            raise Refused(f"keyword argument {node.arg or '**'!r} (line {_line(node)}) is "
+                          "not allowed")
         elif isinstance(node, ast.Constant):
             _check_constant(node)
         elif isinstance(node, ast.FunctionDef) and node is not function:
@@ -205,6 +215,8 @@ def _bound(function: ast.FunctionDef, known: set[str]) -> set[str]:
             names.add(node.id)
         elif isinstance(node, ast.arg):
             names.add(node.arg)
+        elif isinstance(node, ast.alias):  # refused anyway inside functions: belt and braces
+            names.add(node.asname or node.name)
     taken = sorted(names & (RESERVED | known))
     if taken:
         raise Refused(f"{taken[0]!r} is bound in {function.name!r}: a built-in's, an "
