@@ -99,7 +99,8 @@ def status_text(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-HISTORY_FIELDS = ("generation", "mean", "max", "min", "sd", "population", "births", "deaths")
+HISTORY_FIELDS = ("generation", "mean", "max", "min", "sd", "population", "births", "deaths",
+                  "tasks")
 
 
 def history_csv(history: list[dict[str, Any]]) -> str:

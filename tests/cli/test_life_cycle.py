@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,6 +178,12 @@ def test_generations_are_counted_in_history(workspace: Path) -> None:
     assert all(h["population"] == 12 for h in status["history"])
     assert all(h["births"] == h["deaths"] for h in status["history"][1:])
     assert any(e["event"] == "generation" for e in read_events(workspace))
+    # each generation's cost in tasks, all of them scored to some agent (dead ones included)
+    tasks = [h["tasks"] for h in status["history"]]
+    assert tasks[0] is None and all(t > 0 for t in tasks[1:])
+    with sqlite3.connect(workspace / "workspace" / "evolve.db") as db:
+        scored = db.execute("SELECT sum(evaluations) FROM agents").fetchone()[0]
+    assert sum(tasks[1:]) <= scored
     assert agent_processes(workspace) == []
 
 

@@ -80,6 +80,7 @@ class GenerationRow(NamedTuple):
     deaths: int
     min: float | None = None
     sd: float | None = None  # the spread: standard deviation of the active agents' fitness
+    tasks: int | None = None  # tasks scored during the generation (None: not recorded)
 
 
 class GenerationDetail(NamedTuple):

@@ -94,6 +94,7 @@ class Evaluator:
             agent.scores.popleft()
         agent.evaluations += 1
         agent.dirty = True
+        self.population.scored += 1
         if not agent.pending:
             agent.fitness = self.environment.fitness(list(agent.scores), agent.active_functions)
             agent.measured = len(agent.scores)

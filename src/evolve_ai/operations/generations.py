@@ -47,6 +47,7 @@ class Generations:
         self._reseeded = -1  # the generation of the last reseeding
         # Each agent's evaluations when the open generation opened (None: not yet).
         self._base: dict[str, int] | None = None
+        self._scored = 0  # the population's tasks scored when this generation opened
         self.log = logs.get_logger(command="life-cycle")
         self._doomed: set[str] = set()  # dead, directory not yet removed
         self._shredder = Shredder()
@@ -128,6 +129,7 @@ class Generations:
         self.closed += 1
         self._passes, self._opened = 0, now
         self._base = {a.id: a.evaluations for a in population.agents.values()}
+        tasks, self._scored = population.scored - self._scored, population.scored
         living = population.living()
         judged = [a for a in living if a.status == "active" and a.fitness is not None]
         fitness = [a.fitness for a in judged if a.fitness is not None]
@@ -161,6 +163,7 @@ class Generations:
             min=min(fitness) if fitness else None,
             sd=(None if mean is None else
                 (sum((f - mean) ** 2 for f in fitness) / len(fitness)) ** 0.5),
+            tasks=tasks,
         )
         population.event("generation", None, **row._asdict())
         return [row], births, [detail]

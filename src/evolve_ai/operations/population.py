@@ -58,6 +58,7 @@ class Population:
         self.versions: dict[str, Template] = {}  # every version living agents may run
         self.events: list[Event] = []  # of this pass, saved with it
         self.new_genomes: dict[str, bytes] = {}  # hash -> bytes, first seen this pass
+        self.scored = 0  # tasks scored since this life cycle started (late ones included)
 
     def event(self, kind: str, agent: str | None, **data: Any) -> None:
         self.events.append(Event(kind=kind, time=time.time(), agent=agent,

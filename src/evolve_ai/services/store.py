@@ -157,6 +157,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX proposals_status ON proposals (status, id);
     CREATE INDEX proposals_digest ON proposals (digest);
     """,
+    # 10: the tasks each generation cost (what sample efficiency is counted in)
+    """
+    ALTER TABLE generations ADD COLUMN tasks INTEGER;
+    """,
 )
 KEPT_REJECTED = 1000  # rejected proposals kept (the newest), with their source
 APPLICATION_ID = 0x65766F6C  # "evol"
@@ -617,7 +621,7 @@ class Store:
                     "DO UPDATE SET time = excluded.time, mean = excluded.mean, "
                     "max = excluded.max, population = excluded.population, "
                     "births = excluded.births, deaths = excluded.deaths, "
-                    "min = excluded.min, sd = excluded.sd",
+                    "min = excluded.min, sd = excluded.sd, tasks = excluded.tasks",
                     (now, *row),
                 )
                 generation = max(generation, row.generation)
