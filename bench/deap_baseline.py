@@ -39,7 +39,11 @@ class DeapRun:
     seed: int
     means: list[float]  # the population's true mean fitness after each generation (0: init)
     tasks: list[int]  # tasks spent up to and including each generation
-    at_optimum: int  # individuals at the optimum at the end
+    holding: list[int]  # individuals at the optimum after each generation
+
+    @property
+    def at_optimum(self) -> int:
+        return self.holding[-1]
 
     def reached(self, threshold: float) -> tuple[int, int] | None:
         """(generation, tasks) when the true mean first reached ``threshold``."""
@@ -49,45 +53,55 @@ class DeapRun:
         return None
 
 
+class Landscape:
+    """evolve's genome layout over the optimum's sample: what a bit string expresses, its
+    true fitness (the whole sample) and a noisy evaluation (``TASKS_PER_EVALUATION``)."""
+
+    def __init__(self, reference: OptimumResult, catalogue: Catalogue, rng: random.Random
+                 ) -> None:
+        self.reference, self.rng = reference, rng
+        self.files = len(catalogue.files)
+        self.owners = [i for i, entry in enumerate(catalogue.files) for _ in entry.functions]
+        self.width = self.files + len(self.owners)
+        self.index = {name: i for i, name in enumerate(reference.genes)}
+        self.true_cache: dict[tuple[str, ...], float] = {}
+        self.right_cache: dict[tuple[str, ...], int] = {}
+
+    def expressed(self, bits: list[int]) -> tuple[str, ...]:
+        return tuple(name for g, name in enumerate(self.reference.genes)
+                     if bits[self.files + g] and bits[self.owners[g]])
+
+    def right(self, genes: tuple[str, ...]) -> int:
+        """The tasks of the sample answered right, as a bit mask (first answer wins)."""
+        found = self.right_cache.get(genes)
+        if found is None:
+            pending, found = (1 << self.reference.tasks) - 1, 0
+            for name in genes:
+                i = self.index[name]
+                found |= pending & self.reference.correct[i]
+                pending &= ~self.reference.answered[i]
+            self.right_cache[genes] = found
+        return found
+
+    def true_fitness(self, bits: list[int]) -> float:
+        genes = self.expressed(bits)
+        if genes not in self.true_cache:
+            self.true_cache[genes] = self.reference.evaluate(genes).fitness
+        return self.true_cache[genes]
+
+    def evaluate(self, bits: list[int]) -> tuple[float]:
+        genes = self.expressed(bits)
+        drawn = self.rng.sample(range(self.reference.tasks), TASKS_PER_EVALUATION)
+        mask = self.right(genes)
+        correct = sum(1 for task in drawn if mask >> task & 1)
+        return (correct / TASKS_PER_EVALUATION - self.reference.energy_cost * len(genes),)
+
+
 def run(reference: OptimumResult, catalogue: Catalogue, seed: int, generations: int
         ) -> DeapRun:
     rng = random.Random(seed)
-    files = catalogue.files
-    owners = [index for index, entry in enumerate(files) for _ in entry.functions]
-    width = len(files) + len(owners)
-    index = {name: i for i, name in enumerate(reference.genes)}
-    everything = (1 << reference.tasks) - 1
-    true_cache: dict[tuple[str, ...], float] = {}
-    right_cache: dict[tuple[str, ...], int] = {}
-
-    def expressed(bits: list[int]) -> tuple[str, ...]:
-        return tuple(name for g, name in enumerate(reference.genes)
-                     if bits[len(files) + g] and bits[owners[g]])
-
-    def right(genes: tuple[str, ...]) -> int:
-        found = right_cache.get(genes)
-        if found is None:
-            pending, found = everything, 0
-            for name in genes:
-                i = index[name]
-                found |= pending & reference.correct[i]
-                pending &= ~reference.answered[i]
-            right_cache[genes] = found
-        return found
-
-    def true_fitness(bits: list[int]) -> float:
-        genes = expressed(bits)
-        if genes not in true_cache:
-            true_cache[genes] = reference.evaluate(genes).fitness
-        return true_cache[genes]
-
-    def evaluate(bits: list[int]) -> tuple[float]:
-        genes = expressed(bits)
-        drawn = rng.sample(range(reference.tasks), TASKS_PER_EVALUATION)
-        mask = right(genes)
-        correct = sum(1 for task in drawn if mask >> task & 1)
-        return (correct / TASKS_PER_EVALUATION - reference.energy_cost * len(genes),)
-
+    landscape = Landscape(reference, catalogue, rng)
+    width, true_fitness, evaluate = landscape.width, landscape.true_fitness, landscape.evaluate
     if not hasattr(creator, "EvolveFitness"):
         creator.create("EvolveFitness", base.Fitness, weights=(1.0,))
         creator.create("EvolveGenome", list, fitness=creator.EvolveFitness)
@@ -104,8 +118,15 @@ def run(reference: OptimumResult, catalogue: Catalogue, seed: int, generations: 
     for individual in population:
         individual.fitness.values = toolbox.evaluate(individual)
         spent += TASKS_PER_EVALUATION
-    means = [sum(true_fitness(i) for i in population) / MU]
-    tasks = [spent]
+    best = reference.best.fitness - 1e-12
+    means, tasks, holding = [], [], []
+
+    def tally() -> None:
+        means.append(sum(true_fitness(i) for i in population) / MU)
+        tasks.append(spent)
+        holding.append(sum(1 for i in population if true_fitness(i) >= best))
+
+    tally()
     for _ in range(generations):
         offspring = algorithms.varOr(population, toolbox, LAMBDA, CXPB, MUTPB)
         for individual in offspring:
@@ -113,10 +134,8 @@ def run(reference: OptimumResult, catalogue: Catalogue, seed: int, generations: 
                 individual.fitness.values = toolbox.evaluate(individual)
                 spent += TASKS_PER_EVALUATION
         population[:] = toolbox.select(population + offspring, MU)
-        means.append(sum(true_fitness(i) for i in population) / MU)
-        tasks.append(spent)
-    best = reference.best.fitness - 1e-12
-    return DeapRun(seed, means, tasks, sum(1 for i in population if true_fitness(i) >= best))
+        tally()
+    return DeapRun(seed, means, tasks, holding)
 
 
 def main() -> int:

@@ -92,8 +92,10 @@ import contextlib
 import json
 import math
 import os
+import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,6 +112,7 @@ import tomlkit
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import deap_baseline
 from bench._cli import non_negative_float, positive_float, positive_int
 from bench._procs import sweep
 from bench.optimum import DEFAULT_TEMPLATE
@@ -133,6 +136,7 @@ OPTIMUM_SEED = 1
 TARGET_MEAN_SHARE = 0.95
 TARGET_NONE_SHARE = 0.80
 TARGET_SECONDS_30 = 120.0
+DEAP_TASKS = 196_000  # DEAP's best on evolve's genome layout, measured by the issue
 RUN_TIMEOUT = 1800.0
 MIN_PASSES_PER_FIFTH = 8  # fewer make the pace verdict a coin toss (passes vary 1-8 s)
 MIB = 1024 * 1024
@@ -188,6 +192,16 @@ class RunResult:
     def true_max(self) -> float:
         return max(self.true_fitness) if self.true_fitness else math.nan
 
+    def reached(self, threshold: float) -> tuple[int, int] | None:
+        """(generation, tasks scored up to its close) when the measured mean first reached
+        ``threshold``; None if it never did."""
+        spent = 0
+        for row in self.history[1:]:
+            spent += row.get("tasks") or 0
+            if row.get("mean") is not None and row["mean"] >= threshold:
+                return row["generation"], spent
+        return None
+
 
 # --- arguments ----------------------------------------------------------------------
 
@@ -242,10 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strategies", type=strategy_list, default=list(STRATEGIES),
                         help="comma-separated selection strategies "
                              "(default: truncation,tournament,none)")
-    parser.add_argument("--generations", type=int_list, default=[15, 30],
-                        help="comma-separated run lengths in generations (default: 15,30)")
-    parser.add_argument("--seeds", type=seed_list, default=[1],
-                        help="comma-separated seeds, the same for every run (default: 1)")
+    parser.add_argument("--generations", type=int_list, default=[30],
+                        help="comma-separated run lengths in generations (default: 30)")
+    parser.add_argument("--seeds", type=seed_list, default=None,
+                        help="comma-separated seeds, the same for every run (default: "
+                             "--random-seeds drawn at random, printed)")
+    parser.add_argument("--random-seeds", type=positive_int, default=5,
+                        help="how many seeds to draw when --seeds is not given (default: 5)")
+    parser.add_argument("--deap-generations", type=positive_int, default=60,
+                        help="DEAP's run length beside evolve's (default: 60)")
+    parser.add_argument("--no-deap", action="store_true",
+                        help="skip the DEAP baseline")
     parser.add_argument("--interval", type=non_negative_float, default=0.1,
                         help="lifecycle.interval, seconds between passes; 0: back to back "
                              "(default: 0.1)")
@@ -441,6 +462,60 @@ def summary(results: Sequence[RunResult], best: float) -> list[str]:
     return lines
 
 
+def deap_lines(results: Sequence[RunResult], reference: OptimumResult, catalogue: Catalogue,
+               generations: int) -> list[str]:
+    """DEAP's best (bench/deap_baseline.py) on the same seeds, landscape and genome layout,
+    beside every selecting run of the longest length: generations and tasks to a mean of
+    95 % of the optimum, and whether the optimum is held at evolve's last generation."""
+    longest = max(r.spec.generations for r in results)
+    runs = [r for r in results if r.spec.strategy in SELECTING and r.spec.generations == longest]
+    if not runs:
+        return ["evolve beside DEAP: n/a (no selecting run)"]
+    threshold = TARGET_MEAN_SHARE * reference.best.fitness
+    deap = {seed: deap_baseline.run(reference, catalogue, seed, max(generations, longest))
+            for seed in sorted({r.spec.seed for r in runs})}
+    lines = [f"\nevolve beside DEAP eaMuPlusLambda (mu = lambda = {deap_baseline.MU}, "
+             f"{deap_baseline.TASKS_PER_EVALUATION} tasks an evaluation, selBest), "
+             f"{generations} generations; mean >= {TARGET_MEAN_SHARE:.0%} of the optimum "
+             f"({threshold:.4f}): evolve's measured mean at a close, DEAP's true mean",
+             f"| seed | strategy | evolve gen | evolve tasks | holds optimum at {longest} "
+             f"| DEAP gen | DEAP tasks | DEAP holds optimum at {longest} | at {generations} |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    mine: dict[str, list[int | None]] = {}
+    for result in runs:
+        hit = result.reached(threshold)
+        other = deap[result.spec.seed]
+        theirs = other.reached(threshold)
+        mine.setdefault(result.spec.strategy, []).append(None if hit is None else hit[1])
+        lines.append(
+            f"| {result.spec.seed} | {result.spec.strategy} | {_cell(hit, 0)} | {_cell(hit, 1)} "
+            f"| {'yes' if result.at_optimum else 'no'} | {_cell(theirs, 0)} | "
+            f"{_cell(theirs, 1)} | {'yes' if other.holding[longest] else 'no'} | "
+            f"{'yes' if other.at_optimum else 'no'} |")
+    theirs_all = [run.reached(threshold) for run in deap.values()]
+    theirs_hit = sorted(hit[1] for hit in theirs_all if hit is not None)
+    deap_median = statistics.median(theirs_hit) if theirs_hit else math.inf
+    lines.append(f"DEAP: {len(theirs_hit)} of {len(deap)} runs reach it"
+                 + (f", median tasks {deap_median:g}" if theirs_hit else "")
+                 + f"; {sum(1 for run in deap.values() if run.holding[longest])} hold the "
+                   f"optimum at {longest}")
+    for strategy, spent in mine.items():
+        hits = sorted(t for t in spent if t is not None)
+        median = statistics.median(hits) if hits else math.inf
+        bound = min(DEAP_TASKS, deap_median)
+        lines.append(
+            f"{strategy}: fewer tasks than DEAP to {TARGET_MEAN_SHARE:.0%} (every run, median "
+            f"<= {DEAP_TASKS} and <= DEAP's median): "
+            + verdict(len(hits) == len(spent) and median <= bound,
+                      f"{len(hits)} of {len(spent)} runs reach it"
+                      + (f", median tasks {median:g}" if hits else "")))
+    return lines
+
+
+def _cell(hit: tuple[int, int] | None, index: int) -> str:
+    return "-" if hit is None else str(hit[index])
+
+
 def effective_config(settings: Mapping[str, Any]) -> Config:
     return Config().with_overrides(dict(settings), "bench settings")
 
@@ -459,6 +534,8 @@ def optimum_lines(immortal: OptimumResult, measurable: OptimumResult) -> list[st
 
 def run_evolution(args: argparse.Namespace) -> int:
     settings: dict[str, Any] = {"lifecycle.interval": args.interval, **dict(args.settings)}
+    if args.seeds is None:
+        args.seeds = random.SystemRandom().sample(range(1, 100_000), args.random_seeds)
     agents, strategies, generations = args.agents, args.strategies, args.generations
     if args.quick:
         agents, strategies, generations = 20, ["truncation", "none"], [3]
@@ -487,6 +564,9 @@ def run_evolution(args: argparse.Namespace) -> int:
                 if args.history:
                     print(history_line(result), flush=True)
     print("\n".join(summary(results, best)))
+    if not args.no_deap:
+        print("\n".join(deap_lines(results, measurable, load_catalogue(reference_template),
+                                   args.deap_generations)))
     return 0
 
 

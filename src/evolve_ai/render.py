@@ -79,6 +79,10 @@ def status_text(data: dict[str, Any]) -> str:
     if sandbox:  # as the last life cycle said when it started
         lines.append(f"sandbox     {sandbox['sandbox']}; processes: {sandbox['processes']}; "
                      f"memory: {sandbox.get('memory', '-')}; uids: {sandbox['uids']}")
+    nodes = data.get("nodes")
+    if nodes:  # a life cycle on a cluster: its agents with a process, per node
+        lines.append("nodes       " + "  ".join(f"{name} {count}"
+                                                for name, count in sorted(nodes.items())))
     template = data.get("template") or {}
     if template.get("newest"):
         lines.append(f"template    {template['newest'][:12]} "

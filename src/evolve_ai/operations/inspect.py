@@ -35,6 +35,7 @@ def status(workspace: Workspace, last: int | None = None) -> dict[str, Any]:
             "history": [row._asdict() for row in history],
             "history_total": store.history_length(),
             "sandbox": store.sandbox(),
+            "nodes": None if holder is None else store.nodes(),
             "template": _template_summary(store),
         }
 

@@ -39,8 +39,8 @@ from evolve_ai.operations.scheduler import Scheduler, uid_status
 from evolve_ai.operations.versions import Versions
 from evolve_ai.services import config as config_service
 from evolve_ai.services import logs
+from evolve_ai.services.backends import launcher_for
 from evolve_ai.services.config import Config, parse_listen
-from evolve_ai.services.forkserver_launcher import ForkServerLauncher
 from evolve_ai.services.launcher import Launcher
 from evolve_ai.services.metrics import Metrics
 from evolve_ai.services.notifier import Notifier
@@ -72,7 +72,7 @@ class RunSummary:
 
 class LifeManager:
     def __init__(self, workspace: Workspace, config: Config, options: RunOptions,
-                 launcher: Callable[[], Launcher] = ForkServerLauncher) -> None:
+                 launcher: Callable[[], Launcher] | None = None) -> None:
         self.workspace = workspace
         self.config = config
         self.options = options
@@ -87,6 +87,7 @@ class LifeManager:
         self.stop_reason: str | None = None
         self.reload_requested = False
         self.sandbox_reported = False
+        self._placement: dict[str, int] | None = None  # agents per node, as last reported
         self.pool: ProcessPoolExecutor | None = None
         self.population = Population()
         # Plug-ins first: one that fails to load leaves nothing open behind it.
@@ -98,7 +99,9 @@ class LifeManager:
         seed = options.seed
         task_rng = random.Random(f"tasks:{seed}" if seed is not None else None)
         select_rng = random.Random(f"select:{seed}" if seed is not None else None)
-        self.supervisor = Supervisor(launcher(), supervisor_settings(config), self._on_message)
+        make_launcher = launcher or launcher_for(config.cluster)
+        self.supervisor = Supervisor(make_launcher(), supervisor_settings(config),
+                                     self._on_message)
         self.scanner = Scanner(workspace, self.population, self.supervisor,
                                workspace.pycache_dir, config)
         self.versions = Versions(workspace, self.population, self.supervisor,
@@ -262,6 +265,7 @@ class LifeManager:
         now = time.monotonic()
         self.scheduler.schedule(now)
         self._report_sandbox(store)
+        self._report_nodes(store)
         if self.options.once:
             self._await_hellos()
             now = time.monotonic()
@@ -314,6 +318,17 @@ class LifeManager:
     def _bury(self) -> None:
         for agent_id in self.generations.bury():
             self.scheduler.forget(agent_id)
+
+    def _report_nodes(self, store: Store) -> None:
+        """Agents per cluster node, in the store (for ``status``) and the metrics, when
+        they change; a life cycle on one machine clears what a cluster left."""
+        placement = self.supervisor.launcher.placement()
+        if placement == self._placement:
+            return
+        store.set_nodes(placement or None)
+        if self.metrics is not None:
+            self.metrics.set_nodes(placement)
+        self._placement = placement
 
     def _report_sandbox(self, store: Store) -> None:
         """Say once how agents are confined (a degraded sandbox is a warning), in the log

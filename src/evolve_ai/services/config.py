@@ -33,6 +33,7 @@ Check = Callable[[Any], str | None]  # returns what is wrong, or None
 PLUGIN_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
 STRATEGIES = tuple(selection_builtins.BUILTIN)
 ENVIRONMENTS = tuple(environments.BUILTIN)
+BACKENDS = ("local", "ray")
 
 
 def _positive(value: Any) -> str | None:
@@ -238,6 +239,33 @@ class InnovationSection:
                                 _positive)
 
 
+def _backend(value: Any) -> str | None:
+    return None if value in BACKENDS else "must be one of " + ", ".join(BACKENDS)
+
+
+def _address(value: Any) -> str | None:
+    host, _, port = value.removeprefix("ray://").rpartition(":")
+    if value == "auto" or (host and port.isdigit() and 0 < int(port) < 65536):
+        return None
+    return "must be auto, host:port or ray://host:port"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSection:
+    backend: str = _key("local", "where agents run: local (a fork server here) or ray (a "
+                                 "fork server on each node of a Ray cluster)", _backend)
+    address: str = _key("auto", "the Ray cluster to join (ray): auto, host:port or "
+                                "ray://host:port", _address)
+    node_address: str = _key("", "this machine's address in the cluster (ray), e.g. "
+                                 "127.0.0.1; empty: Ray's choice")
+    agents_per_node: int = _key(0, "most agents on one node (ray); 0: no limit",
+                                _non_negative)
+    node_cpus: float = _key(0.0, "CPUs each node's actor reserves from Ray (ray)",
+                            _non_negative)
+    exchange_interval: float = _key(0.02, "seconds between two exchanges with each node "
+                                          "(ray): how late a message may be", _positive)
+
+
 @dataclass(frozen=True, slots=True)
 class Webhook:
     """One ``[[webhooks]]`` table: an endpoint and what it is sent."""
@@ -345,6 +373,7 @@ class Config:
     innovation: InnovationSection = field(default_factory=InnovationSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     api: ApiSection = field(default_factory=ApiSection)
+    cluster: ClusterSection = field(default_factory=ClusterSection)
     webhooks: tuple[Webhook, ...] = ()  # [[webhooks]] tables, see WEBHOOK_EXAMPLE
 
     @property

@@ -339,6 +339,9 @@ class ForkServerLauncher:
 
     # --- Exits -------------------------------------------------------------------------
 
+    def placement(self) -> dict[str, int]:
+        return {}  # one machine
+
     def fileno(self) -> int:
         """Readable when exit reports are pending; the same fd until ``close``."""
         if self._poller is None:

@@ -117,3 +117,6 @@ class Launcher(Protocol):
 
     def measure(self, pids: Collection[int]) -> dict[int, Usage]:
         """The usage of each group led by one of ``pids`` that still exists."""
+
+    def placement(self) -> dict[str, int]:
+        """Agents with a process on each node of a cluster; {} on one machine."""

@@ -63,6 +63,10 @@ class Metrics:
         self.hello_seconds = Histogram("evolve_launch_hello_seconds",
                                        "From an agent's launch to its hello.",
                                        buckets=HELLO_BUCKETS, registry=r)
+        self.node_agents = Gauge("evolve_node_agents",
+                                 "Agents with a process on each cluster node.", ["node"],
+                                 registry=r)
+        self._nodes: set[str] = set()
         self.sandbox = Gauge("evolve_sandbox_layer",
                              "Sandbox layers in force (1) or not (0).", ["layer"],
                              registry=r)
@@ -174,6 +178,14 @@ class Metrics:
                                    "min": float("nan")})
         for stat, value in summary.items():
             self.fitness.labels(stat).set(value)
+
+    def set_nodes(self, placement: Mapping[str, int]) -> None:
+        """Agents per node (bounded: the cluster's nodes); a node gone loses its series."""
+        for node in self._nodes - placement.keys():
+            self.node_agents.remove(node)
+        for node, count in placement.items():
+            self.node_agents.labels(node).set(count)
+        self._nodes = set(placement)
 
     def set_sandbox(self, said: Mapping[str, Any]) -> None:
         """From the sandbox report (``sandbox``, ``processes``, ``memory``, ``uids``)."""

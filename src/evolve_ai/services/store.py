@@ -284,6 +284,20 @@ class Store:
             db.execute("INSERT INTO meta (key, value) VALUES ('sandbox', ?) ON CONFLICT (key) "
                        "DO UPDATE SET value = excluded.value", (json.dumps(sandbox),))
 
+    def nodes(self) -> dict[str, int] | None:
+        """Agents per cluster node at the last pass of a life cycle on a cluster."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'nodes'").fetchone()
+        return None if row is None else {str(k): int(v) for k, v in json.loads(row[0]).items()}
+
+    def set_nodes(self, nodes: dict[str, int] | None) -> None:
+        with self.transaction() as db:
+            if nodes is None:
+                db.execute("DELETE FROM meta WHERE key = 'nodes'")
+            else:
+                db.execute("INSERT INTO meta (key, value) VALUES ('nodes', ?) ON CONFLICT "
+                           "(key) DO UPDATE SET value = excluded.value",
+                           (json.dumps(nodes, sort_keys=True),))
+
     def agents_ever(self) -> int:
         """How many agents were ever created here (the dead included)."""
         return int(self._db.execute("SELECT count(*) FROM agents").fetchone()[0])

@@ -172,6 +172,9 @@ class StubLauncher:
         if sig == signal.SIGKILL or (sig == signal.SIGTERM and process.program.obeys_term):
             self._exit(process, -sig)
 
+    def placement(self) -> dict[str, int]:
+        return {}
+
     def measure(self, pids: Collection[int]) -> dict[int, Usage]:
         return {pid: Usage(p.program.processes, p.program.rss,
                            (self.clock.now - p.started) * p.program.cpu_per_second)

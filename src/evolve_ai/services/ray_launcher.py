@@ -1,0 +1,466 @@
+"""Agents on a Ray cluster, behind the launcher seam (``cluster.backend = "ray"``).
+
+The orchestrator stays one process on the head; each node of the cluster runs a node
+actor (``ray_node.Node``) that owns a fork server of its own. The supervisor cannot
+tell: each remote agent gets a pair of local pipes, and one bridge thread moves their
+bytes to and from the nodes in one ``exchange`` call per node every
+``cluster.exchange_interval`` seconds, whatever the number of agents.
+
+Agents' directories are read and written where they are on the head: the nodes must
+share the workspace's file system (a loopback cluster does; a real one mounts it,
+docs/cluster.md). A pid the supervisor sees is virtual: the node's slot times
+``PID_SPAN`` plus the agent's pid on its node, so that two nodes' pids never meet.
+A node that dies takes its agents with it: each is reported killed (SIGKILL), the
+supervisor restarts it as after any crash, and the next spawn picks a live node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from evolve_ai._linux import name_thread
+from evolve_ai._wire import SANDBOXED
+from evolve_ai.services import logs
+from evolve_ai.services.config import ClusterSection
+from evolve_ai.services.launcher import Exited, Launched, LaunchError, LaunchSpec, Usage
+from evolve_ai.services.ray_node import Batch, Node, NodeStatus
+
+RAY: Any = ray  # for its untyped functions (the type checker may not see Ray at all)
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # the life cycle's signals
+PID_SPAN = 1 << 22  # above Linux's largest pid_max
+CALL_TIMEOUT = 30.0  # seconds a node may take to answer before it counts as lost
+DISCOVERY_EVERY = 2.0  # seconds between two looks for nodes that joined
+OUT_CAP = 1 << 22  # bytes an agent said that the supervisor has not read yet
+REFUSED_FOR = 60.0  # seconds before a node whose actor failed is tried again
+MEASURE_TIMEOUT = 5.0  # seconds a pass waits for the nodes' measurements
+PROBE_TIMEOUT = 5.0  # seconds to reach the cluster's address before ray.init
+CURRENT_CLUSTER = "/tmp/ray/ray_current_cluster"  # where `ray start` leaves its address
+
+
+@dataclass(slots=True)
+class _Remote:
+    """One agent on a node, and the head's ends of its local pipes."""
+
+    agent_id: str
+    pid: int  # on its node
+    stdin: int | None  # read end: what the supervisor writes to the agent
+    stdout: int | None  # write end: what the agent said, for the supervisor
+    said: bytearray = field(default_factory=bytearray)
+    ended: bool = False  # its stdout ended on the node
+
+
+@dataclass(slots=True)
+class _NodeHandle:
+    slot: int
+    node_id: str
+    actor: Any
+    status: NodeStatus
+    agents: dict[int, _Remote] = field(default_factory=dict)  # by the node's pid
+    signals: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.status.host}/{self.node_id[:8]}"
+
+
+class RayLauncher:
+    """A ``Launcher`` whose agents run on the nodes of a Ray cluster."""
+
+    def __init__(self, cluster: ClusterSection, *, sandbox: bool = True) -> None:
+        self._cluster = cluster
+        self._sandbox = sandbox
+        self._lock = threading.RLock()
+        self._nodes: dict[str, _NodeHandle] = {}  # by Ray node id
+        self._slots = 0
+        self._exits: list[Exited] = []
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._discovered = 0.0
+        self._joining: dict[str, tuple[Any, Any, float]] = {}  # node id -> (actor, ref, since)
+        self._refused: dict[str, float] = {}  # node id -> when to try it again
+        self._remote_node: Any = ray.remote(Node)
+        self.log = logs.get_logger(command="life-cycle")
+        self._statuses: tuple[str, str, str] = ("not started",) * 3
+
+    # --- the seam ---------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        with self._lock:
+            return bool(self._nodes) and self._thread is not None
+
+    @property
+    def sandbox_status(self) -> str:
+        return self._statuses[0]
+
+    @property
+    def pids_status(self) -> str:
+        return self._statuses[1]
+
+    @property
+    def memory_status(self) -> str:
+        return self._statuses[2]
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        if not ray.is_initialized():
+            _reachable(self._cluster.address)  # Ray itself would retry for ever
+            # Ray's core installs handlers of its own (SIGTERM would kill the process
+            # at once): the life cycle's are put back, so a stop still saves.
+            handlers = {sig: signal.getsignal(sig) for sig in HANDLED}
+            try:
+                ray.init(address=self._cluster.address, namespace="evolve",
+                         _node_ip_address=self._cluster.node_address or None,
+                         logging_level=logging.WARNING, log_to_driver=False,
+                         configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                raise LaunchError(f"cannot join the Ray cluster at "
+                                  f"{self._cluster.address!r}: {error}") from error
+            finally:
+                for sig, handler in handlers.items():
+                    if handler is not None:
+                        signal.signal(sig, handler)
+        self._discover()
+        self._admit(wait=CALL_TIMEOUT)
+        if not self._nodes:
+            raise LaunchError("no node of the Ray cluster could start evolve's node actor "
+                              "(too few free CPUs for cluster.node_cpus?)")
+        self._thread = threading.Thread(target=self._bridge, name="ray-bridge", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=CALL_TIMEOUT)
+        with self._lock:
+            nodes, self._nodes = list(self._nodes.values()), {}
+        for actor, _, _ in self._joining.values():
+            with contextlib.suppress(RayError):
+                ray.kill(actor)
+        for node in nodes:  # its fork server, and with it its agents, die with the actor
+            with contextlib.suppress(RayError):
+                ray.get(node.actor.close.remote(), timeout=5.0)
+            with contextlib.suppress(RayError):
+                ray.kill(node.actor)
+            for remote in node.agents.values():
+                _close_local(remote)
+        for fd in (self._wake_read, self._wake_write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._wake_read = self._wake_write = -1
+
+    def fileno(self) -> int:
+        return self._wake_read
+
+    def spawn(self, spec: LaunchSpec, stderr_fd: int) -> Launched:
+        node = self._choose()
+        log_path = os.readlink(f"/proc/self/fd/{stderr_fd}")
+        try:
+            pid, created = ray.get(node.actor.spawn.remote(spec, log_path),
+                                   timeout=CALL_TIMEOUT)
+        except RayTaskError as error:  # the node's fork server refused it
+            raise LaunchError(f"on node {node.label}: {error.cause or error}") from None
+        except (RayError, GetTimeoutError) as error:
+            self._lose(node, f"spawn failed: {type(error).__name__}")
+            raise LaunchError(f"node {node.label} lost while starting {spec.agent_id}") \
+                from error
+        to_agent_read, to_agent_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        from_agent_read, from_agent_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        with self._lock:
+            node.agents[pid] = _Remote(spec.agent_id, pid, to_agent_read, from_agent_write)
+        return Launched(spec.agent_id, node.slot * PID_SPAN + pid, created, to_agent_write,
+                        from_agent_read)
+
+    def read_exits(self) -> list[Exited]:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._wake_read, 4096):
+                pass
+        with self._lock:
+            exits, self._exits = self._exits, []
+        return exits
+
+    def signal_group(self, pid: int, sig: int) -> None:
+        with self._lock:
+            node = self._by_slot(pid // PID_SPAN)
+            if node is not None and pid % PID_SPAN in node.agents:
+                node.signals.append((pid % PID_SPAN, sig))
+
+    def measure(self, pids: Collection[int]) -> dict[int, Usage]:
+        asked: dict[int, list[int]] = {}
+        for pid in pids:
+            asked.setdefault(pid // PID_SPAN, []).append(pid % PID_SPAN)
+        with self._lock:
+            calls = [(node, node.actor.measure.remote(local))
+                     for slot, local in asked.items()
+                     if (node := self._by_slot(slot)) is not None]
+        usage: dict[int, Usage] = {}
+        refs = [ref for _, ref in calls]
+        ready = set(ray.wait(refs, num_returns=len(refs), timeout=MEASURE_TIMEOUT)[0]
+                    if refs else ())
+        for node, ref in calls:
+            if ref not in ready:
+                continue  # measured at the next pass; the bridge tells a lost node
+            try:
+                measured = ray.get(ref, timeout=0)
+            except (RayError, GetTimeoutError):
+                continue
+            usage.update((node.slot * PID_SPAN + pid, used) for pid, used in measured.items())
+        return usage
+
+    def placement(self) -> dict[str, int]:
+        """Agents running on each node, by its label (host/node id)."""
+        with self._lock:
+            return {node.label: len(node.agents) for node in self._nodes.values()}
+
+    # --- nodes ---------------------------------------------------------------------
+
+    def _discover(self) -> None:
+        """Ask for an actor on every live node that has none (answers come in _admit)."""
+        now = self._discovered = time.monotonic()
+        try:
+            nodes: list[dict[str, Any]] = RAY.nodes()
+        except RayError:
+            return
+        for info in nodes:
+            node_id = info["NodeID"]
+            if not info.get("Alive") or node_id in self._nodes or node_id in self._joining \
+                    or self._refused.get(node_id, 0.0) > now:
+                continue
+            actor: Any = self._remote_node.options(
+                num_cpus=self._cluster.node_cpus, max_restarts=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            ).remote(self._sandbox)
+            self._joining[node_id] = (actor, actor.status.remote(), now)
+
+    def _admit(self, wait: float = 0.0) -> None:
+        """Take in the nodes whose actor is ready; give up on those that took too long
+        (a node without the CPUs ``node_cpus`` asks for, say) for REFUSED_FOR seconds."""
+        refs = [ref for _, ref, _ in self._joining.values()]
+        ready = set(ray.wait(refs, num_returns=len(refs), timeout=wait)[0] if refs else ())
+        now = time.monotonic()
+        for node_id, (actor, ref, since) in list(self._joining.items()):
+            if ref not in ready and now - since <= CALL_TIMEOUT:
+                continue
+            del self._joining[node_id]
+            try:
+                status: NodeStatus = ray.get(ref, timeout=0)
+            except (RayError, GetTimeoutError) as error:
+                self._refused[node_id] = now + REFUSED_FOR
+                self.log.warning("node_unavailable", node=node_id[:8],
+                                 error=f"{type(error).__name__}: {error}"[:300])
+                with contextlib.suppress(RayError):
+                    ray.kill(actor)
+                continue
+            with self._lock:
+                self._slots += 1
+                handle = _NodeHandle(self._slots, node_id, actor, status)
+                self._nodes[node_id] = handle
+                self._statuses = self._weakest()
+            self.log.info("node_joined", node=handle.label, sandbox=status.sandbox)
+
+    def _weakest(self) -> tuple[str, str, str]:
+        """The sandbox as the least confined node has it (agents may land anywhere)."""
+        statuses = [n.status for n in self._nodes.values()]
+        sandbox = next((s.sandbox for s in statuses if s.sandbox != SANDBOXED), SANDBOXED)
+        processes = next((s.processes for s in statuses if s.processes != "pids cgroup"),
+                         "pids cgroup")
+        memory = next((s.memory for s in statuses if s.memory != "memory cgroup"),
+                      "memory cgroup")
+        return sandbox, processes, memory
+
+    def _choose(self) -> _NodeHandle:
+        """The live node with the fewest agents, below ``agents_per_node``."""
+        cap = self._cluster.agents_per_node
+        with self._lock:
+            open_nodes = [n for n in self._nodes.values() if not cap or len(n.agents) < cap]
+            if not open_nodes:
+                raise LaunchError("every node of the Ray cluster is full "
+                                  f"(cluster.agents_per_node = {cap})" if self._nodes
+                                  else "no node of the Ray cluster is alive")
+            return min(open_nodes, key=lambda n: (len(n.agents), n.slot))
+
+    def _by_slot(self, slot: int) -> _NodeHandle | None:
+        return next((n for n in self._nodes.values() if n.slot == slot), None)
+
+    def _lose(self, node: _NodeHandle, why: str) -> None:
+        """A node is gone: its agents are reported killed, the node forgotten."""
+        with self._lock:
+            if self._nodes.get(node.node_id) is not node:
+                return
+            del self._nodes[node.node_id]
+            for remote in node.agents.values():
+                _close_local(remote)
+                self._exits.append(Exited(remote.agent_id, node.slot * PID_SPAN + remote.pid,
+                                          -signal.SIGKILL))
+            lost = len(node.agents)
+            node.agents.clear()
+        with contextlib.suppress(RayError):
+            ray.kill(node.actor)
+        self.log.warning("node_lost", node=node.label, agents=lost, reason=why)
+        self._wake()
+
+    # --- the bridge ------------------------------------------------------------------
+
+    def _bridge(self) -> None:
+        """One exchange in flight per node; a node slow to answer holds back only its
+        own agents, and one silent for CALL_TIMEOUT is lost."""
+        name_thread()
+        interval = self._cluster.exchange_interval
+        calls: dict[str, tuple[_NodeHandle, Any, float]] = {}  # node id -> (node, ref, sent)
+        while not self._stopping.is_set():
+            began = time.monotonic()
+            if began - self._discovered > DISCOVERY_EVERY:
+                self._discover()
+            if self._joining:
+                self._admit()
+            with self._lock:
+                for node in self._nodes.values():
+                    if node.node_id not in calls:
+                        calls[node.node_id] = (node, node.actor.exchange.remote(
+                            *self._outgoing(node)), began)
+            refs = [ref for _, ref, _ in calls.values()]
+            ready = set(ray.wait(refs, num_returns=len(refs), timeout=interval)[0]
+                        if refs else ())
+            for node_id, (node, ref, sent) in list(calls.items()):
+                if ref in ready:
+                    del calls[node_id]
+                    try:
+                        batch = ray.get(ref, timeout=0)
+                    except (RayError, GetTimeoutError) as error:
+                        self._lose(node, f"{type(error).__name__}: {error}"[:300])
+                        continue
+                    self._deliver(node, batch)
+                elif time.monotonic() - sent > CALL_TIMEOUT:
+                    del calls[node_id]
+                    self._lose(node, f"no answer in {CALL_TIMEOUT:.0f} s")
+            self._stopping.wait(max(0.0, interval - (time.monotonic() - began)))
+
+    def _outgoing(self, node: _NodeHandle) -> tuple[dict[int, bytes], list[int],
+                                                      list[tuple[int, int]]]:
+        """What the supervisor wrote to the node's agents since the last exchange."""
+        output: dict[int, bytes] = {}
+        closing: list[int] = []
+        for pid, remote in node.agents.items():
+            if remote.stdin is None:
+                continue
+            data, ended = _drain(remote.stdin)
+            if data:
+                output[pid] = data
+            if ended:
+                with contextlib.suppress(OSError):
+                    os.close(remote.stdin)
+                remote.stdin = None
+                closing.append(pid)
+        signals, node.signals = node.signals, []
+        return output, closing, signals
+
+    def _deliver(self, node: _NodeHandle, batch: Batch) -> None:
+        """The node's news to the supervisor: bytes, then ends, then exits."""
+        with self._lock:
+            if self._nodes.get(node.node_id) is not node:
+                return
+            for pid, data in batch.output.items():
+                remote = node.agents.get(pid)
+                if remote is not None and len(remote.said) + len(data) <= OUT_CAP:
+                    remote.said += data
+            for pid in batch.closed:
+                if (remote := node.agents.get(pid)) is not None:
+                    remote.ended = True
+            for remote in node.agents.values():
+                _pour(remote)
+            for pid, returncode in batch.exits:
+                remote = node.agents.pop(pid, None)
+                if remote is None:
+                    continue
+                _pour(remote)
+                _close_local(remote)
+                self._exits.append(Exited(remote.agent_id, node.slot * PID_SPAN + pid,
+                                          returncode))
+            woken = bool(batch.exits)
+        if woken:
+            self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_write, b"!")
+
+
+def _reachable(address: str) -> None:
+    """Raise LaunchError unless the cluster's address (``auto``: as Ray finds it) takes a
+    TCP connection within PROBE_TIMEOUT."""
+    where = address
+    if address == "auto":
+        where = os.environ.get("RAY_ADDRESS", "")
+        if not where:
+            with contextlib.suppress(OSError):
+                where = Path(CURRENT_CLUSTER).read_text().strip()
+        if not where:
+            raise LaunchError("no Ray cluster found (cluster.address = \"auto\": start one "
+                              "with `ray start --head`, or set cluster.address)")
+    host, _, port = where.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise LaunchError(f"cluster.address must be auto, host:port or ray://host:port, "
+                          f"got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), PROBE_TIMEOUT).close()
+    except OSError as error:
+        raise LaunchError(f"cannot reach the Ray cluster at {where}: {error}") from None
+
+
+def _drain(fd: int) -> tuple[bytes, bool]:
+    """Everything readable on ``fd`` now, and whether its writer closed it."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return b"".join(chunks), False
+        except OSError:
+            return b"".join(chunks), True
+        if not chunk:
+            return b"".join(chunks), True
+        chunks.append(chunk)
+
+
+def _pour(remote: _Remote) -> None:
+    """Write what the agent said into the supervisor's pipe, as much as it takes; close
+    the pipe once the agent's output ended and all of it is through."""
+    if remote.stdout is None:
+        return
+    if remote.said:
+        try:
+            written = os.write(remote.stdout, remote.said)
+            del remote.said[:written]
+        except BlockingIOError:
+            pass
+        except OSError:
+            remote.said.clear()
+    if remote.ended and not remote.said:
+        with contextlib.suppress(OSError):
+            os.close(remote.stdout)
+        remote.stdout = None
+
+
+def _close_local(remote: _Remote) -> None:
+    for name in ("stdin", "stdout"):
+        fd = getattr(remote, name)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            setattr(remote, name, None)

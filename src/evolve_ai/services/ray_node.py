@@ -1,0 +1,160 @@
+"""One cluster node's share of the population: the body of the node actor.
+
+Runs inside a Ray actor on its node (``ray_launcher`` wraps it with ``ray.remote``), so
+it imports no Ray itself. It owns a fork server of its own, started exactly as on one
+machine (same sandbox, limits and protocol), and the node's ends of its agents' pipes.
+The head talks to it in batches: ``exchange`` takes every byte meant for the node's
+agents and returns every byte they said, their closed outputs and their exits since
+the last call, so that a pass costs a few round trips per node, not one per message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from evolve_ai.services.forkserver_launcher import ForkServerLauncher
+from evolve_ai.services.launcher import LaunchSpec, Usage
+
+READ_CAP = 1 << 20  # bytes taken from one agent in one exchange; the rest waits
+PENDING_CAP = 1 << 22  # bytes queued for an agent that does not read its stdin
+
+
+class NodeStatus(NamedTuple):
+    """Who the node is and how it confines its agents."""
+
+    host: str
+    pid: int  # the actor's process
+    sandbox: str
+    processes: str
+    memory: str
+
+
+class Batch(NamedTuple):
+    """What a node's agents did since the last exchange (pids are the node's)."""
+
+    output: dict[int, bytes]
+    closed: list[int]  # agents whose stdout reached its end
+    exits: list[tuple[int, int]]  # (pid, returncode)
+
+
+@dataclass(slots=True)
+class _Pipes:
+    stdin: int | None
+    stdout: int | None
+    pending: bytearray = field(default_factory=bytearray)
+
+
+class Node:
+    """A fork server on this node and the pipes of the agents it forked."""
+
+    def __init__(self, sandbox: bool = True) -> None:
+        self._launcher = ForkServerLauncher(sandbox=sandbox)
+        self._launcher.start()  # on the actor's main thread: the server dies with it
+        self._pipes: dict[int, _Pipes] = {}
+
+    def status(self) -> NodeStatus:
+        launcher = self._launcher
+        return NodeStatus(socket.gethostname(), os.getpid(), launcher.sandbox_status,
+                          launcher.pids_status, launcher.memory_status)
+
+    def spawn(self, spec: LaunchSpec, log_path: str) -> tuple[int, float]:
+        """Fork one agent, its stderr appended to ``log_path``; its pid and start time."""
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            launched = self._launcher.spawn(spec, fd)
+        finally:
+            os.close(fd)
+        self._pipes[launched.pid] = _Pipes(launched.stdin, launched.stdout)
+        return launched.pid, launched.create_time
+
+    def exchange(self, output: Mapping[int, bytes], closing: Sequence[int],
+                 signals: Sequence[tuple[int, int]]) -> Batch:
+        """Deliver the head's bytes and signals; what the agents said and did since."""
+        for pid, sig in signals:
+            self._launcher.signal_group(pid, sig)
+        for pid, data in output.items():
+            pipes = self._pipes.get(pid)
+            if pipes is not None and pipes.stdin is not None \
+                    and len(pipes.pending) + len(data) <= PENDING_CAP:
+                pipes.pending += data
+        for pid in closing:
+            pipes = self._pipes.get(pid)
+            if pipes is not None:
+                self._flush(pipes)
+                _close(pipes, "stdin")
+        for pipes in self._pipes.values():
+            self._flush(pipes)
+        exits = [(e.pid, e.returncode) for e in self._launcher.read_exits()]
+        said: dict[int, bytes] = {}
+        closed: list[int] = []
+        for pid, pipes in self._pipes.items():
+            data, ended = _read(pipes)
+            if data:
+                said[pid] = data
+            if ended:
+                closed.append(pid)
+        for pid, _ in exits:  # last words were read above
+            pipes = self._pipes.pop(pid, None)
+            if pipes is not None:
+                _close(pipes, "stdin")
+                _close(pipes, "stdout")
+        return Batch(said, closed, exits)
+
+    def measure(self, pids: Collection[int]) -> dict[int, Usage]:
+        return self._launcher.measure(pids)
+
+    def close(self) -> None:
+        for pipes in self._pipes.values():
+            _close(pipes, "stdin")
+            _close(pipes, "stdout")
+        self._pipes.clear()
+        self._launcher.close()
+
+    def _flush(self, pipes: _Pipes) -> None:
+        if pipes.stdin is None or not pipes.pending:
+            return
+        try:
+            written = os.write(pipes.stdin, pipes.pending)
+            del pipes.pending[:written]
+        except BlockingIOError:
+            pass
+        except OSError as error:
+            if error.errno not in (errno.EPIPE, errno.EBADF):
+                raise
+            pipes.pending.clear()
+            _close(pipes, "stdin")
+
+
+def _read(pipes: _Pipes) -> tuple[bytes, bool]:
+    """What is waiting on an agent's stdout (at most READ_CAP), and whether it ended."""
+    if pipes.stdout is None:
+        return b"", False
+    chunks: list[bytes] = []
+    taken = 0
+    while taken < READ_CAP:
+        try:
+            chunk = os.read(pipes.stdout, min(65536, READ_CAP - taken))
+        except BlockingIOError:
+            break
+        except OSError:
+            chunk = b""
+        if not chunk:
+            _close(pipes, "stdout")
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        taken += len(chunk)
+    return b"".join(chunks), False
+
+
+def _close(pipes: _Pipes, which: str) -> None:
+    fd = getattr(pipes, which)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        setattr(pipes, which, None)
