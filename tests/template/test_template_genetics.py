@@ -430,3 +430,62 @@ def test_early_judgement_is_for_own_trials_only(tmp_path: Path) -> None:
     child = genetics.Policy(path, None, random.Random(0), patience=8, owner="child")
     assert not any(child.observe(0.1) for _ in range(genetics.EARLY_FEEDBACKS))
     assert path.read_bytes() == before
+
+
+# --- novel genes --------------------------------------------------------------
+
+
+def _catalogue_of(genome: Genome, **added: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The genome's own genes as a catalogue, with ``added`` modules (path stem: names)."""
+    catalogue = {f["path"]: tuple(f["functions"]) for f in genome["files"]}
+    for stem, names in added.items():
+        path = f"src/agent/{stem}.py"
+        catalogue[path] = tuple(sorted({*catalogue.get(path, ()), *names}))
+    return catalogue
+
+
+def test_a_resting_agent_tries_a_new_gene_once_as_a_trial() -> None:
+    """However long its rest, an agent tries one gene that a newer template version
+    brought; its other new genes are taken in, switched off; a revert undoes the try."""
+    resting = _with_fails(genome_for(["polynomial.cubic"]), genetics.MAX_FAILS)
+    catalogue = _catalogue_of(resting, invented_rule=("rule",), polynomial=("quartic",))
+    assert genetics.novel(resting, catalogue) == [("src/agent/invented_rule.py", "rule"),
+                                                 ("src/agent/polynomial.py", "quartic")]
+    tried = {}
+    for seed in range(20):
+        child = _assert_valid(genetics.step(resting, 0.4, random.Random(seed), catalogue,
+                                            owner="me"))
+        new = genetics.expression(child) - genetics.expression(resting)
+        assert len(new) == 1 and genetics.novel(child, catalogue) == []
+        [gene] = new
+        tried[gene] = child
+        trial = Trial.from_state(child["state"]["trial"])
+        assert trial is not None and trial.owner == "me" and trial.baseline == 0.4
+        undone = genetics.revert(child, trial)
+        assert genetics.expression(undone) == genetics.expression(resting)
+    # Either new gene may be the one tried; a new module is switched on with it alone.
+    assert set(tried) == {("src/agent/invented_rule.py", "rule"),
+                          ("src/agent/polynomial.py", "quartic")}
+    assert ("src/agent/polynomial.py", "cubic") in genetics.expression(
+        tried["src/agent/polynomial.py", "quartic"])
+
+
+def test_a_gene_tried_once_is_not_novel_again() -> None:
+    genome = _with_fails(genome_for(["polynomial.cubic"]), genetics.MAX_FAILS)
+    catalogue = _catalogue_of(genome, invented_rule=("rule",))
+    child = _assert_valid(genetics.step(genome, 0.4, random.Random(0), catalogue, owner="me"))
+    trial = Trial.from_state(child["state"]["trial"])
+    assert trial is not None
+    reverted = genetics.step(child, 0.1, random.Random(0), catalogue, owner="me")
+    assert genetics.expression(reverted) == genetics.expression(genome)
+    assert genetics.novel(reverted, catalogue) == []
+    # From now on it rests as before: no new trial at every feedback.
+    rested = [genetics.step(_with_fails(reverted, genetics.MAX_FAILS), 0.4,
+                            random.Random(seed), catalogue, owner="me") for seed in range(50)]
+    assert sum(genetics.expression(g) != genetics.expression(genome) for g in rested) <= 5
+
+
+def test_without_a_catalogue_nothing_is_novel() -> None:
+    genome = genome_for(["polynomial.cubic"])
+    assert genetics.novel(genome, {}) == []
+    assert genetics.try_novel(genome, random.Random(0), 0.5, {}) is None

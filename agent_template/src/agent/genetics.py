@@ -547,6 +547,39 @@ def mutate(
     return None
 
 
+def novel(genome: Genome, catalogue: Catalogue) -> list[tuple[str, str]]:
+    """Catalogued function genes this genome has never carried: genes a newer version of
+    the template brought (a person's, or an invention the orchestrator published)."""
+    carried = {(gene["path"], name) for gene in genome["files"] for name in gene["functions"]}
+    return sorted((path, name) for path, names in catalogue.items() for name in names
+                  if (path, name) not in carried)
+
+
+def try_novel(genome: Genome, rng: random.Random, baseline: float, catalogue: Catalogue,
+              owner: str = "") -> Genome | None:
+    """Express one novel gene, chosen at random, as a trial like any mutation; every
+    other novel gene is taken in switched off. So each new gene is tried once by the
+    agents alive when it appears (selection then decides), however long their rest;
+    None when nothing is novel."""
+    fresh = novel(genome, catalogue)
+    if not fresh:
+        return None
+    path, name = rng.choice(fresh)
+    base = uptake(genome, catalogue)
+    files = _files(base)
+    gene = files.get(path)
+    if gene is None or name not in gene["functions"]:
+        return None  # no room for it (MAX_FILES, MAX_FUNCTIONS)
+    if gene["active"]:
+        gene["functions"][name] = True
+    else:  # its module on with it alone: its siblings could be decoys
+        gene["active"] = True
+        gene["functions"] = {other: other == name for other in gene["functions"]}
+    child = _with_files(base, files.values())
+    trial = Trial(baseline, tuple(changes(base, child)), owner)
+    return _with_state(child, mutated=True, trial=trial.to_state())
+
+
 def revert(genome: Genome, trial: Trial) -> Genome:
     """Undo the trial's mutation, mutate more cautiously, and rest longer from now on."""
     restored = apply_changes(genome, trial.undo)
@@ -600,6 +633,9 @@ def step(
             # mutation, so one lucky baseline cannot block progress for ever.
             return revert(genome, trial)
         genome = accept(genome, score, trial)
+    tried = try_novel(genome, rng, score, catalogue, owner)
+    if tried is not None:
+        return tried
     if restless(genome, rng):
         mutant = mutate(genome, rng, score, catalogue, peer=peer, owner=owner)
         if mutant is not None:
