@@ -3,7 +3,8 @@
 Run it from the checkout, with the venv that has evolve installed::
 
     python bench/evolution.py                     # 60 agents; truncation, tournament, none;
-                                                  # 15 and 30 generations; seed 1
+                                                  # 30 generations; 5 seeds drawn at random;
+                                                  # DEAP beside it on the same seeds
     python bench/evolution.py --quick             # smoke run: 20 agents, 3 generations
     python bench/evolution.py --seeds 1,2,3 --generations 30 --strategies truncation
     python bench/evolution.py --set evaluation.tasks_per_pass=8 --template DIR
@@ -65,6 +66,16 @@ agent at the optimum; ``none`` clearly below (its final mean at most 80 % of
 the lowest selection run of the same length); the slowest 30-generation run
 under 2 minutes on two cores. A MISS does not change the exit status; only a
 failure to run does.
+
+Beside DEAP (unless ``--no-deap``): ``bench/deap_baseline.py``'s ``eaMuPlusLambda``
+on the same seeds, landscape (the optimum's sample, the same energy cost) and genome
+layout, for ``--deap-generations`` (60). For every selecting run of the longest length,
+the generation and the tasks spent when the population's mean first reached 95 % of
+the optimum: evolve's from ``status --json`` (the measured mean at each close, and the
+``tasks`` each generation scored), DEAP's from its true mean (the evaluations it made);
+whether each holds the optimum at evolve's last generation. Target: every evolve run
+gets there, with a median of tasks at most DEAP's 196,000 (the issue's figure on this
+layout) and at most DEAP's median in the same run.
 
 ``--soak``: ``evolve init`` of ``--soak-agents`` (10000) agents, then
 ``life-cycle`` (``lifecycle.max_running`` = ``--soak-max-running``, 1000;
