@@ -46,7 +46,7 @@ from evolve_ai.services.metrics import Metrics
 from evolve_ai.services.notifier import Notifier
 from evolve_ai.services.panel import TREND, Panel, PassView
 from evolve_ai.services.store import Store
-from evolve_ai.services.supervisor import Supervisor, SupervisorSettings
+from evolve_ai.services.supervisor import Sandbox, Supervisor, SupervisorSettings
 from evolve_ai.services.webhooks import Deliverer
 from evolve_ai.services.workspace import Workspace
 from evolve_ai.workers import ignore_interrupts
@@ -86,7 +86,7 @@ class LifeManager:
         self._backing_up: threading.Thread | None = None  # an automatic backup at work
         self.stop_reason: str | None = None
         self.reload_requested = False
-        self.sandbox_reported = False
+        self._sandbox_said: Sandbox | None = None  # as last reported
         self._placement: dict[str, int] | None = None  # agents per node, as last reported
         self.pool: ProcessPoolExecutor | None = None
         self.population = Population()
@@ -331,12 +331,13 @@ class LifeManager:
         self._placement = placement
 
     def _report_sandbox(self, store: Store) -> None:
-        """Say once how agents are confined (a degraded sandbox is a warning), in the log
-        and in the store, for ``evolve status``."""
-        sandbox = None if self.sandbox_reported else self.supervisor.sandbox()
-        if sandbox is None:
+        """Say how agents are confined (a degraded sandbox is a warning), in the log and
+        in the store, for ``evolve status``: once, and again if it changes (a cluster
+        node that joins with less confinement than the others)."""
+        sandbox = self.supervisor.sandbox()
+        if sandbox is None or sandbox == self._sandbox_said:
             return
-        self.sandbox_reported = True
+        self._sandbox_said = sandbox
         problem = uid_status(self.workspace, self.config)
         uids = f"evolve's own: {problem}" if problem else "one per agent"
         # Agents of a root orchestrator that keep its uid keep root's file access.

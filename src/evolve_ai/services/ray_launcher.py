@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 import threading
@@ -37,7 +38,7 @@ from evolve_ai._wire import SANDBOXED
 from evolve_ai.services import logs
 from evolve_ai.services.config import ClusterSection
 from evolve_ai.services.launcher import Exited, Launched, LaunchError, LaunchSpec, Usage
-from evolve_ai.services.ray_node import Batch, Node, NodeStatus
+from evolve_ai.services.ray_node import PENDING_CAP, Batch, Node, NodeStatus
 
 RAY: Any = ray  # for its untyped functions (the type checker may not see Ray at all)
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # the life cycle's signals
@@ -46,8 +47,14 @@ CALL_TIMEOUT = 30.0  # seconds a node may take to answer before it counts as los
 DISCOVERY_EVERY = 2.0  # seconds between two looks for nodes that joined
 OUT_CAP = 1 << 22  # bytes an agent said that the supervisor has not read yet
 REFUSED_FOR = 60.0  # seconds before a node whose actor failed is tried again
-MEASURE_TIMEOUT = 5.0  # seconds a pass waits for the nodes' measurements
-PROBE_TIMEOUT = 5.0  # seconds to reach the cluster's address before ray.init
+MEASURE_TIMEOUT = 2.0  # seconds a pass waits for the nodes' measurements
+PROBE_TIMEOUT = 5.0
+SPAWN_TIMEOUT = 10.0  # seconds a launch may take on a node before it counts as failed
+CLOSE_TIMEOUT = 5.0  # seconds the nodes have, together, to stop their agents
+STALE = 2.0  # seconds an exchange may be out before its node gets no new agent
+FAILURES = 20  # bridge failures in a row after which every node counts as lost
+UNCLAIMED_CAP = 4096  # news of pids not yet known kept per node
+  # seconds to reach the cluster's address before ray.init
 CURRENT_CLUSTER = "/tmp/ray/ray_current_cluster"  # where `ray start` leaves its address
 
 
@@ -61,6 +68,17 @@ class _Remote:
     stdout: int | None  # write end: what the agent said, for the supervisor
     said: bytearray = field(default_factory=bytearray)
     ended: bool = False  # its stdout ended on the node
+    exit_code: int | None = None  # it exited; reported once all it said is through
+    backlog: int = 0  # bytes the node holds for it, not yet read by the agent
+
+
+@dataclass(slots=True)
+class _News:
+    """What a node said of a pid the head does not know yet (a spawn still returning)."""
+
+    said: bytearray = field(default_factory=bytearray)
+    ended: bool = False
+    exit_code: int | None = None
 
 
 @dataclass(slots=True)
@@ -71,6 +89,10 @@ class _NodeHandle:
     status: NodeStatus
     agents: dict[int, _Remote] = field(default_factory=dict)  # by the node's pid
     signals: list[tuple[int, int]] = field(default_factory=list)
+    unclaimed: dict[int, _News] = field(default_factory=dict)  # by the node's pid
+    pouring: set[int] = field(default_factory=set)  # agents with bytes or an exit to settle
+    backlogged: set[int] = field(default_factory=set)  # agents that may have a backlog
+    asked: float = 0.0  # when the exchange in flight was sent; 0: none in flight
 
     @property
     def label(self) -> str:
@@ -96,13 +118,16 @@ class RayLauncher:
         self._remote_node: Any = ray.remote(Node)
         self.log = logs.get_logger(command="life-cycle")
         self._statuses: tuple[str, str, str] = ("not started",) * 3
+        # The supervisor's writes to remote agents, seen without a read per agent.
+        self._inputs = select.epoll()
+        self._readers: dict[int, tuple[_NodeHandle, _Remote]] = {}  # stdin fd -> its agent
 
     # --- the seam ---------------------------------------------------------------
 
     @property
     def alive(self) -> bool:
         with self._lock:
-            return bool(self._nodes) and self._thread is not None
+            return bool(self._nodes) and self._thread is not None and self._thread.is_alive()
 
     @property
     def sandbox_status(self) -> str:
@@ -150,16 +175,27 @@ class RayLauncher:
             self._thread.join(timeout=CALL_TIMEOUT)
         with self._lock:
             nodes, self._nodes = list(self._nodes.values()), {}
-        for actor, _, _ in self._joining.values():
-            with contextlib.suppress(RayError):
-                ray.kill(actor)
-        for node in nodes:  # its fork server, and with it its agents, die with the actor
-            with contextlib.suppress(RayError):
-                ray.get(node.actor.close.remote(), timeout=5.0)
-            with contextlib.suppress(RayError):
-                ray.kill(node.actor)
-            for remote in node.agents.values():
-                _close_local(remote)
+        # Every node stops its fork server (its agents die with it) at once; one wait.
+        # (No Ray call when it never joined: Ray would start a local instance.)
+        if ray.is_initialized():
+            for actor, _, _ in self._joining.values():
+                with contextlib.suppress(RayError):
+                    ray.kill(actor)
+            closing = []
+            for node in nodes:
+                with contextlib.suppress(RayError):
+                    closing.append(node.actor.close.remote())
+            if closing:
+                with contextlib.suppress(RayError):
+                    ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT)
+            for node in nodes:
+                with contextlib.suppress(RayError):
+                    ray.kill(node.actor)
+        with self._lock:
+            for node in nodes:
+                for remote in node.agents.values():
+                    self._close_local(remote)
+        self._inputs.close()
         for fd in (self._wake_read, self._wake_write):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -170,20 +206,43 @@ class RayLauncher:
 
     def spawn(self, spec: LaunchSpec, stderr_fd: int) -> Launched:
         node = self._choose()
-        log_path = os.readlink(f"/proc/self/fd/{stderr_fd}")
+        try:
+            log_path = os.readlink(f"/proc/self/fd/{stderr_fd}")
+            # The pipes first: a process out of fds must fail before the agent exists.
+            to_agent_read, to_agent_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as error:
+            raise LaunchError(f"agent {spec.agent_id}: {error}") from None
+        try:
+            from_agent_read, from_agent_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as error:
+            _close_fds(to_agent_read, to_agent_write)
+            raise LaunchError(f"agent {spec.agent_id}: {error}") from None
+        fds = (to_agent_read, to_agent_write, from_agent_read, from_agent_write)
         try:
             pid, created = ray.get(node.actor.spawn.remote(spec, log_path),
-                                   timeout=CALL_TIMEOUT)
+                                   timeout=SPAWN_TIMEOUT)
         except RayTaskError as error:  # the node's fork server refused it
+            _close_fds(*fds)
             raise LaunchError(f"on node {node.label}: {error.cause or error}") from None
         except (RayError, GetTimeoutError) as error:
-            self._lose(node, f"spawn failed: {type(error).__name__}")
-            raise LaunchError(f"node {node.label} lost while starting {spec.agent_id}") \
-                from error
-        to_agent_read, to_agent_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        from_agent_read, from_agent_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            _close_fds(*fds)
+            if not isinstance(error, GetTimeoutError):
+                self._lose(node, f"spawn failed: {type(error).__name__}")
+            raise LaunchError(f"node {node.label} did not start {spec.agent_id}: "
+                              f"{type(error).__name__}") from None
         with self._lock:
-            node.agents[pid] = _Remote(spec.agent_id, pid, to_agent_read, from_agent_write)
+            if self._nodes.get(node.node_id) is not node:  # lost meanwhile: so is the agent
+                _close_fds(*fds)
+                raise LaunchError(f"node {node.label} lost while starting {spec.agent_id}")
+            remote = _Remote(spec.agent_id, pid, to_agent_read, from_agent_write)
+            news = node.unclaimed.pop(pid, None)  # what it did before we knew its pid
+            if news is not None:
+                remote.said, remote.ended, remote.exit_code = (news.said, news.ended,
+                                                              news.exit_code)
+                node.pouring.add(pid)
+            node.agents[pid] = remote
+            self._readers[to_agent_read] = (node, remote)
+            self._inputs.register(to_agent_read, select.EPOLLIN)
         return Launched(spec.agent_id, node.slot * PID_SPAN + pid, created, to_agent_write,
                         from_agent_read)
 
@@ -285,14 +344,17 @@ class RayLauncher:
         return sandbox, processes, memory
 
     def _choose(self) -> _NodeHandle:
-        """The live node with the fewest agents, below ``agents_per_node``."""
+        """The live node with the fewest agents, below ``agents_per_node``; a node whose
+        exchange has been out for STALE seconds gets none (it may be dying)."""
         cap = self._cluster.agents_per_node
+        now = time.monotonic()
         with self._lock:
-            open_nodes = [n for n in self._nodes.values() if not cap or len(n.agents) < cap]
+            fresh = [n for n in self._nodes.values() if not n.asked or now - n.asked < STALE]
+            open_nodes = [n for n in fresh if not cap or len(n.agents) < cap]
             if not open_nodes:
                 raise LaunchError("every node of the Ray cluster is full "
-                                  f"(cluster.agents_per_node = {cap})" if self._nodes
-                                  else "no node of the Ray cluster is alive")
+                                  f"(cluster.agents_per_node = {cap})" if fresh
+                                  else "no node of the Ray cluster answers")
             return min(open_nodes, key=lambda n: (len(n.agents), n.slot))
 
     def _by_slot(self, slot: int) -> _NodeHandle | None:
@@ -305,7 +367,7 @@ class RayLauncher:
                 return
             del self._nodes[node.node_id]
             for remote in node.agents.values():
-                _close_local(remote)
+                self._close_local(remote)
                 self._exits.append(Exited(remote.agent_id, node.slot * PID_SPAN + remote.pid,
                                           -signal.SIGKILL))
             lost = len(node.agents)
@@ -315,86 +377,164 @@ class RayLauncher:
         self.log.warning("node_lost", node=node.label, agents=lost, reason=why)
         self._wake()
 
+    def _close_local(self, remote: _Remote) -> None:
+        """Close the head's ends of an agent's pipes (under the lock)."""
+        if remote.stdin is not None:
+            self._readers.pop(remote.stdin, None)
+            with contextlib.suppress(OSError, ValueError):
+                self._inputs.unregister(remote.stdin)
+        _close_fds(*(fd for fd in (remote.stdin, remote.stdout) if fd is not None))
+        remote.stdin = remote.stdout = None
+
     # --- the bridge ------------------------------------------------------------------
 
     def _bridge(self) -> None:
         """One exchange in flight per node; a node slow to answer holds back only its
-        own agents, and one silent for CALL_TIMEOUT is lost."""
+        own agents, and one silent for CALL_TIMEOUT is lost. A failure of the bridge
+        itself is logged; FAILURES in a row count every node as lost."""
         name_thread()
         interval = self._cluster.exchange_interval
-        calls: dict[str, tuple[_NodeHandle, Any, float]] = {}  # node id -> (node, ref, sent)
+        calls: dict[int, tuple[_NodeHandle, Any]] = {}  # node slot -> (node, its ref)
+        failures = 0
         while not self._stopping.is_set():
             began = time.monotonic()
-            if began - self._discovered > DISCOVERY_EVERY:
-                self._discover()
-            if self._joining:
-                self._admit()
-            with self._lock:
-                for node in self._nodes.values():
-                    if node.node_id not in calls:
-                        calls[node.node_id] = (node, node.actor.exchange.remote(
-                            *self._outgoing(node)), began)
-            refs = [ref for _, ref, _ in calls.values()]
-            ready = set(ray.wait(refs, num_returns=len(refs), timeout=interval)[0]
-                        if refs else ())
-            for node_id, (node, ref, sent) in list(calls.items()):
-                if ref in ready:
-                    del calls[node_id]
-                    try:
-                        batch = ray.get(ref, timeout=0)
-                    except (RayError, GetTimeoutError) as error:
-                        self._lose(node, f"{type(error).__name__}: {error}"[:300])
-                        continue
-                    self._deliver(node, batch)
-                elif time.monotonic() - sent > CALL_TIMEOUT:
-                    del calls[node_id]
-                    self._lose(node, f"no answer in {CALL_TIMEOUT:.0f} s")
+            try:
+                self._round(calls, interval)
+                failures = 0
+            except Exception as error:  # whatever it is, the agents must not freeze
+                failures += 1
+                self.log.error("bridge_failed", error=f"{type(error).__name__}: {error}"[:300],
+                               failures=failures)
+                if failures >= FAILURES:
+                    for node in list(self._nodes.values()):
+                        self._lose(node, "the bridge keeps failing")
+                    calls.clear()
+                    failures = 0
             self._stopping.wait(max(0.0, interval - (time.monotonic() - began)))
 
-    def _outgoing(self, node: _NodeHandle) -> tuple[dict[int, bytes], list[int],
-                                                      list[tuple[int, int]]]:
-        """What the supervisor wrote to the node's agents since the last exchange."""
-        output: dict[int, bytes] = {}
-        closing: list[int] = []
-        for pid, remote in node.agents.items():
-            if remote.stdin is None:
+    def _round(self, calls: dict[int, tuple[_NodeHandle, Any]], interval: float) -> None:
+        began = time.monotonic()
+        if began - self._discovered > DISCOVERY_EVERY:
+            self._discover()
+        if self._joining:
+            self._admit()
+        with self._lock:
+            outgoing = self._outgoing(set(calls))
+            for node in self._nodes.values():
+                if node.slot not in calls:
+                    output, closing, room = outgoing.get(node.slot, ({}, [], {}))
+                    signals, node.signals = node.signals, []
+                    calls[node.slot] = (node, node.actor.exchange.remote(
+                        output, closing, signals, room))
+                    node.asked = began
+        refs = [ref for _, ref in calls.values()]
+        ready = set(ray.wait(refs, num_returns=len(refs), timeout=interval)[0]
+                    if refs else ())
+        for slot, (node, ref) in list(calls.items()):
+            if ref in ready:
+                del calls[slot]
+                node.asked = 0.0
+                try:
+                    batch = ray.get(ref, timeout=0)
+                except (RayError, GetTimeoutError) as error:
+                    self._lose(node, f"{type(error).__name__}: {error}"[:300])
+                    continue
+                self._deliver(node, batch)
+            elif time.monotonic() - node.asked > CALL_TIMEOUT:
+                del calls[slot]
+                self._lose(node, f"no answer in {CALL_TIMEOUT:.0f} s")
+        with self._lock:
+            settled = [self._settle(node) for node in self._nodes.values()]
+        if any(settled):
+            self._wake()
+
+    def _outgoing(self, busy: set[int]
+                  ) -> dict[int, tuple[dict[int, bytes], list[int], dict[int, int]]]:
+        """What the supervisor wrote to remote agents since the last round, by node slot,
+        with how much more each agent's output may bring (under the lock); nodes with an
+        exchange in flight (``busy``) wait for the next round. An agent
+        whose node holds PENDING_CAP unread bytes for it is sent no more: its pipe on
+        the head fills, and the supervisor holds back as for a local agent."""
+        found: dict[int, tuple[dict[int, bytes], list[int], dict[int, int]]] = {}
+        for fd, _ in self._inputs.poll(0):
+            entry = self._readers.get(fd)
+            if entry is None:
                 continue
-            data, ended = _drain(remote.stdin)
+            node, remote = entry
+            if node.slot in busy:
+                continue
+            allowance = PENDING_CAP - remote.backlog
+            if allowance <= 0:
+                continue
+            data, ended = _drain(fd, allowance)
+            output, closing, _ = found.setdefault(node.slot, ({}, [], {}))
             if data:
-                output[pid] = data
+                output[remote.pid] = data
+                remote.backlog += len(data)
+                node.backlogged.add(remote.pid)
             if ended:
-                with contextlib.suppress(OSError):
-                    os.close(remote.stdin)
+                self._readers.pop(fd, None)
+                with contextlib.suppress(OSError, ValueError):
+                    self._inputs.unregister(fd)
+                _close_fds(fd)
                 remote.stdin = None
-                closing.append(pid)
-        signals, node.signals = node.signals, []
-        return output, closing, signals
+                closing.append(remote.pid)
+        for node in self._nodes.values():
+            if node.slot in busy:
+                continue
+            for pid in node.pouring:
+                pouring = node.agents.get(pid)
+                if pouring is not None:
+                    room = found.setdefault(node.slot, ({}, [], {}))[2]
+                    room[pid] = max(0, OUT_CAP - len(pouring.said))
+        return found
 
     def _deliver(self, node: _NodeHandle, batch: Batch) -> None:
-        """The node's news to the supervisor: bytes, then ends, then exits."""
+        """A node's news: bytes, ends and exits, kept for news of pids not yet known."""
         with self._lock:
             if self._nodes.get(node.node_id) is not node:
                 return
-            for pid, data in batch.output.items():
-                remote = node.agents.get(pid)
-                if remote is not None and len(remote.said) + len(data) <= OUT_CAP:
-                    remote.said += data
-            for pid in batch.closed:
+            for pid in node.backlogged | batch.backlog.keys():
                 if (remote := node.agents.get(pid)) is not None:
-                    remote.ended = True
-            for remote in node.agents.values():
-                _pour(remote)
+                    remote.backlog = batch.backlog.get(pid, 0)
+            node.backlogged = set(batch.backlog)
+            for pid, data in batch.output.items():
+                self._heard(node, pid).said.extend(data)
+                node.pouring.add(pid)
+            for pid in batch.closed:
+                self._heard(node, pid).ended = True
+                node.pouring.add(pid)
             for pid, returncode in batch.exits:
-                remote = node.agents.pop(pid, None)
-                if remote is None:
-                    continue
-                _pour(remote)
-                _close_local(remote)
+                self._heard(node, pid).exit_code = returncode
+                node.pouring.add(pid)
+
+    def _heard(self, node: _NodeHandle, pid: int) -> _Remote | _News:
+        known = node.agents.get(pid)
+        if known is not None:
+            return known
+        if len(node.unclaimed) >= UNCLAIMED_CAP:
+            node.unclaimed.clear()  # a spawn lost on its way back: nobody will claim them
+        return node.unclaimed.setdefault(pid, _News())
+
+    def _settle(self, node: _NodeHandle) -> bool:
+        """Pour what agents said into the supervisor's pipes; report an exit once all an
+        agent said is through (or its reader is gone). True when an exit was reported."""
+        reported = False
+        for pid in list(node.pouring):
+            remote = node.agents.get(pid)
+            if remote is None:
+                node.pouring.discard(pid)
+                continue
+            _pour(remote)
+            if remote.exit_code is not None and (not remote.said or remote.stdout is None):
+                self._close_local(remote)
+                del node.agents[pid]
                 self._exits.append(Exited(remote.agent_id, node.slot * PID_SPAN + pid,
-                                          returncode))
-            woken = bool(batch.exits)
-        if woken:
-            self._wake()
+                                          remote.exit_code))
+                reported = True
+            if not remote.said and (remote.exit_code is None or pid not in node.agents):
+                node.pouring.discard(pid)
+        return reported
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
@@ -423,25 +563,30 @@ def _reachable(address: str) -> None:
         raise LaunchError(f"cannot reach the Ray cluster at {where}: {error}") from None
 
 
-def _drain(fd: int) -> tuple[bytes, bool]:
-    """Everything readable on ``fd`` now, and whether its writer closed it."""
+def _drain(fd: int, limit: int) -> tuple[bytes, bool]:
+    """What is readable on ``fd`` now (at most ``limit``), and whether its writer closed
+    it."""
     chunks: list[bytes] = []
-    while True:
+    taken = 0
+    while taken < limit:
         try:
-            chunk = os.read(fd, 65536)
+            chunk = os.read(fd, min(65536, limit - taken))
         except BlockingIOError:
-            return b"".join(chunks), False
+            break
         except OSError:
             return b"".join(chunks), True
         if not chunk:
             return b"".join(chunks), True
         chunks.append(chunk)
+        taken += len(chunk)
+    return b"".join(chunks), False
 
 
 def _pour(remote: _Remote) -> None:
     """Write what the agent said into the supervisor's pipe, as much as it takes; close
     the pipe once the agent's output ended and all of it is through."""
     if remote.stdout is None:
+        remote.said.clear()
         return
     if remote.said:
         try:
@@ -449,18 +594,14 @@ def _pour(remote: _Remote) -> None:
             del remote.said[:written]
         except BlockingIOError:
             pass
-        except OSError:
+        except OSError:  # the supervisor closed its end: nobody will read it
             remote.said.clear()
     if remote.ended and not remote.said:
-        with contextlib.suppress(OSError):
-            os.close(remote.stdout)
+        _close_fds(remote.stdout)
         remote.stdout = None
 
 
-def _close_local(remote: _Remote) -> None:
-    for name in ("stdin", "stdout"):
-        fd = getattr(remote, name)
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            setattr(remote, name, None)
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)

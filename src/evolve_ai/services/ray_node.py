@@ -14,6 +14,8 @@ import contextlib
 import errno
 import os
 import socket
+import threading
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -22,7 +24,8 @@ from evolve_ai.services.forkserver_launcher import ForkServerLauncher
 from evolve_ai.services.launcher import LaunchSpec, Usage
 
 READ_CAP = 1 << 20  # bytes taken from one agent in one exchange; the rest waits
-PENDING_CAP = 1 << 22  # bytes queued for an agent that does not read its stdin
+PENDING_CAP = 1 << 22  # bytes queued here for an agent; the head sends no more
+WATCHDOG = 15.0  # seconds without an exchange after which the node ends its agents
 
 
 class NodeStatus(NamedTuple):
@@ -41,6 +44,7 @@ class Batch(NamedTuple):
     output: dict[int, bytes]
     closed: list[int]  # agents whose stdout reached its end
     exits: list[tuple[int, int]]  # (pid, returncode)
+    backlog: dict[int, int]  # bytes queued here for an agent that has not read them yet
 
 
 @dataclass(slots=True)
@@ -53,10 +57,20 @@ class _Pipes:
 class Node:
     """A fork server on this node and the pipes of the agents it forked."""
 
-    def __init__(self, sandbox: bool = True) -> None:
+    def __init__(self, sandbox: bool = True, watchdog: float = WATCHDOG) -> None:
         self._launcher = ForkServerLauncher(sandbox=sandbox)
         self._launcher.start()  # on the actor's main thread: the server dies with it
         self._pipes: dict[int, _Pipes] = {}
+        # A head cut off from this node (not dead to Ray) must not leave agents running
+        # here beside their replacements elsewhere, in the same directories.
+        self._heard = time.monotonic()
+        self._watchdog = watchdog
+        threading.Thread(target=self._watch, name="evolve-node-watchdog", daemon=True).start()
+
+    def _watch(self) -> None:
+        while time.monotonic() - self._heard < self._watchdog:
+            time.sleep(min(1.0, self._watchdog / 4))
+        self._launcher.close()  # the fork server ends, and every agent with it
 
     def status(self) -> NodeStatus:
         launcher = self._launcher
@@ -74,15 +88,19 @@ class Node:
         return launched.pid, launched.create_time
 
     def exchange(self, output: Mapping[int, bytes], closing: Sequence[int],
-                 signals: Sequence[tuple[int, int]]) -> Batch:
-        """Deliver the head's bytes and signals; what the agents said and did since."""
+                 signals: Sequence[tuple[int, int]],
+                 room: Mapping[int, int] | None = None) -> Batch:
+        """Deliver the head's bytes and signals; what the agents said and did since,
+        at most ``room[pid]`` bytes of an agent (what the head can take; READ_CAP when
+        not said): an agent that writes faster than it is read blocks, as on one
+        machine, instead of losing what it wrote."""
+        self._heard = time.monotonic()
         for pid, sig in signals:
             self._launcher.signal_group(pid, sig)
         for pid, data in output.items():
             pipes = self._pipes.get(pid)
-            if pipes is not None and pipes.stdin is not None \
-                    and len(pipes.pending) + len(data) <= PENDING_CAP:
-                pipes.pending += data
+            if pipes is not None and pipes.stdin is not None:
+                pipes.pending += data  # the head sends no more than PENDING_CAP allows
         for pid in closing:
             pipes = self._pipes.get(pid)
             if pipes is not None:
@@ -91,10 +109,14 @@ class Node:
         for pipes in self._pipes.values():
             self._flush(pipes)
         exits = [(e.pid, e.returncode) for e in self._launcher.read_exits()]
+        ended_now = {pid for pid, _ in exits}
         said: dict[int, bytes] = {}
         closed: list[int] = []
         for pid, pipes in self._pipes.items():
-            data, ended = _read(pipes)
+            # An agent that ended: all it left (a pipe's worth), its pipes close below.
+            limit = READ_CAP if room is None or pid in ended_now \
+                else min(READ_CAP, room.get(pid, READ_CAP))
+            data, ended = _read(pipes, limit)
             if data:
                 said[pid] = data
             if ended:
@@ -104,7 +126,8 @@ class Node:
             if pipes is not None:
                 _close(pipes, "stdin")
                 _close(pipes, "stdout")
-        return Batch(said, closed, exits)
+        backlog = {pid: len(p.pending) for pid, p in self._pipes.items() if p.pending}
+        return Batch(said, closed, exits, backlog)
 
     def measure(self, pids: Collection[int]) -> dict[int, Usage]:
         return self._launcher.measure(pids)
@@ -131,15 +154,15 @@ class Node:
             _close(pipes, "stdin")
 
 
-def _read(pipes: _Pipes) -> tuple[bytes, bool]:
-    """What is waiting on an agent's stdout (at most READ_CAP), and whether it ended."""
+def _read(pipes: _Pipes, limit: int) -> tuple[bytes, bool]:
+    """What is waiting on an agent's stdout (at most ``limit``), and whether it ended."""
     if pipes.stdout is None:
         return b"", False
     chunks: list[bytes] = []
     taken = 0
-    while taken < READ_CAP:
+    while taken < limit:
         try:
-            chunk = os.read(pipes.stdout, min(65536, READ_CAP - taken))
+            chunk = os.read(pipes.stdout, min(65536, limit - taken))
         except BlockingIOError:
             break
         except OSError:
