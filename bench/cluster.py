@@ -164,8 +164,8 @@ def model(agents: int, local: dict[str, float], widest: dict[str, float], nodes:
         f"{agents} agents):",
         f"  head pass: {per_agent_pass * 1e3:.3f} ms an agent -> {pass_at:.1f} s a pass "
         f"(local here: {local['pass'] / agents * 1e3:.3f} ms an agent)",
-        f"  head CPU between passes, bridge apart: {head_per_agent * 100:.4f} % of a core an "
-        f"agent -> {head_at * 100:.0f} % of a core",
+        f"  head CPU (passes and the agents' I/O), bridge apart: {head_per_agent * 100:.4f} "
+        f"% of a core an agent -> {head_at * 100:.0f} % of a core",
         f"  bridge: {bridge_per_exchange * 1e3:.2f} ms of CPU an exchange, {target_nodes} "
         f"nodes every {interval * 1e3:.0f} ms -> {bridge_at * 100:.0f} % of a core",
         f"  bottleneck: {bottleneck}",
