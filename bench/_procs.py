@@ -1,4 +1,5 @@
-"""Finding and ending the processes a benchmark left inside its temporary directory."""
+"""Processes of a benchmark: those it left inside its temporary directory, and the CPU
+of named threads."""
 
 from __future__ import annotations
 
@@ -36,3 +37,17 @@ def sweep(root: Path) -> int:
             process.kill()
     psutil.wait_procs(found, timeout=5.0)
     return len(found)
+
+
+def thread_cpu(pid: int, prefix: str) -> float:
+    """CPU seconds so far of ``pid``'s threads whose kernel name starts with ``prefix``
+    (read from ``/proc``: a service's own cost, apart from the rest of the process)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().startswith(prefix):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+    return total

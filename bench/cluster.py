@@ -44,7 +44,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._cli import positive_float, positive_int
-from bench._procs import processes_under
+from bench._procs import processes_under, thread_cpu
 
 from evolve_ai.testing import evolve_command, read_events, run_evolve, set_config
 
@@ -66,19 +66,6 @@ def loopback_cluster(nodes: int) -> Iterator[Any]:
         yield cluster
     finally:
         cluster.shutdown()
-
-
-def thread_cpu(pid: int, prefix: str) -> float:
-    """CPU seconds so far of ``pid``'s threads whose kernel name starts with ``prefix``."""
-    total = 0.0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            if (task / "comm").read_text().startswith(prefix):
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
 
 
 def node_actors() -> list[psutil.Process]:

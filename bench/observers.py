@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import socket
@@ -54,7 +53,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._cli import positive_float, positive_int
-from bench._procs import processes_under
+from bench._procs import processes_under, thread_cpu
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 INTERVAL = 30.0  # seconds between passes
@@ -122,17 +121,8 @@ def run_case(root: Path, name: str, settings: dict[str, object], seconds: float,
 
 
 def sender_cpu(pid: int) -> float:
-    """CPU seconds so far of ``pid``'s webhook sender threads (named ``webhook-N`` in
-    the kernel): their own cost, apart from the noise of the rest of the process."""
-    total = 0.0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            if (task / "comm").read_text().startswith("webhook-"):
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # a thread that ended meanwhile
-    return total
+    """CPU seconds so far of ``pid``'s webhook sender threads (``webhook-N``)."""
+    return thread_cpu(pid, "webhook-")
 
 
 def micro(agents: int) -> None:
