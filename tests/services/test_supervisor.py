@@ -282,6 +282,21 @@ class TestMessagesAndLimits:
         harness.run(0.25)
         assert harness.kinds()[-2:] == ["crashed", "restarted"]
 
+    def test_an_agent_whose_host_is_lost_is_no_crash(self, harness: Harness) -> None:
+        """A cluster node that dies takes its agents: each is started again at once,
+        without backoff, and no crash is counted against it."""
+        harness.start()
+        harness.run(0.5)
+        for _ in range(SETTINGS.max_restarts + 2):  # more than would disable a crasher
+            harness.launcher.kill("a", lost="node n1 lost")
+            harness.run(0.25)
+            assert harness.kinds()[-1:] == ["stopped"]
+            assert harness.state() == "stopped"
+            assert harness.supervisor.ready_to_restart("a", harness.clock())
+            assert harness.start()
+            harness.run(0.5)
+        assert harness.state() == "running" and harness.restarts() == 0
+
     @pytest.mark.parametrize(("program", "what"), [
         (Program(processes=5), "processes"),
         (Program(rss=200 << 20), "memory"),

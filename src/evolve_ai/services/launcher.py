@@ -68,6 +68,7 @@ class Exited:
     agent_id: str
     pid: int
     returncode: int
+    lost: str | None = None  # why the host it ran on is gone: no doing of the agent's
 
 
 class Usage(NamedTuple):

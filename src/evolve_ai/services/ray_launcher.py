@@ -369,7 +369,7 @@ class RayLauncher:
             for remote in node.agents.values():
                 self._close_local(remote)
                 self._exits.append(Exited(remote.agent_id, node.slot * PID_SPAN + remote.pid,
-                                          -signal.SIGKILL))
+                                          -signal.SIGKILL, lost=f"node {node.label} lost"))
             lost = len(node.agents)
             node.agents.clear()
         with contextlib.suppress(RayError):

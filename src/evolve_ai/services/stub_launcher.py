@@ -201,11 +201,12 @@ class StubLauncher:
     def by_agent(self, agent_id: str) -> StubProcess | None:
         return next((p for p in self.processes.values() if p.agent_id == agent_id), None)
 
-    def kill(self, agent_id: str, sig: int = signal.SIGKILL) -> None:
-        """Something outside kills the agent (it never obeys: it just dies)."""
+    def kill(self, agent_id: str, sig: int = signal.SIGKILL, lost: str | None = None) -> None:
+        """Something outside kills the agent (it never obeys: it just dies); ``lost``:
+        its host went, as a cluster node does."""
         process = self.by_agent(agent_id)
         if process is not None:
-            self._exit(process, -sig)
+            self._exit(process, -sig, lost)
 
     def _run(self, process: StubProcess) -> None:
         program, age = process.program, self.clock.now - process.started
@@ -266,12 +267,12 @@ class StubLauncher:
             return
         del process.outbox[:written]
 
-    def _exit(self, process: StubProcess, returncode: int) -> None:
+    def _exit(self, process: StubProcess, returncode: int, lost: str | None = None) -> None:
         if self.processes.pop(process.pid, None) is None:
             return
         os.close(process.stdin)
         os.close(process.stdout)
-        exited = Exited(process.agent_id, process.pid, returncode)
+        exited = Exited(process.agent_id, process.pid, returncode, lost)
         self.exits.append(exited)
         self._pending.append(exited)
         with contextlib.suppress(BlockingIOError, OSError):

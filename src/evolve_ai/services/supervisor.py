@@ -396,6 +396,13 @@ class Supervisor:
                 self._read(agent_id, now)  # last words
             stopping = proc.stopping
             self._forget(proc)
+            if exited.lost is not None and (stopping is None or stopping.startswith("killed")):
+                # Its node died under it: started again at once, no crash counted (a
+                # flapping cluster must not disable agents that did nothing wrong).
+                proc.state = "stopped"
+                self._event("stopped", proc, reason=exited.lost, returncode=exited.returncode,
+                            level="warning")
+                continue
             if stopping is not None and not stopping.startswith("killed"):
                 proc.state = "stopped"
                 self._event("stopped", proc, reason=stopping, returncode=exited.returncode,
