@@ -65,6 +65,43 @@ def test_the_population_spreads_over_the_nodes_and_evolves_as_it_does_locally(
     assert agent_processes(remote) == []
 
 
+def processes_in(directory: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if process.cwd().startswith(str(directory) + os.sep):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_without_a_shared_file_system_agents_run_from_their_nodes_copies(
+        ray_cluster: Any, tmp_path: Path) -> None:
+    """Each node lays its agents out under a directory of its own; genomes the agents
+    rewrite there come back to the head, which scans, rewires and selects as ever."""
+    nodes_dir = tmp_path / "nodes"
+    root = init_workspace(tmp_path / "ws", 12, seed=9, settings={
+        **FAST_SETTINGS, "selection.every": 4, **on_cluster(ray_cluster),
+        "cluster.shared_files": False, "cluster.node_dir": str(nodes_dir)})
+    proc = start_life_cycle(root, "--generations", "3", "--seed", "9")
+    try:
+        wait_until(lambda: len(processes_in(nodes_dir)) >= 12, 90,
+                   "twelve agents running in the nodes' directories")
+        assert agent_processes(root) == []  # none in the head's
+        assert proc.wait(timeout=300) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            stop_life_cycle(proc)
+    status = status_json(root)
+    assert status["generation"] == 3 and status["counts"]["active"] == 12
+    # Agents mutated themselves on their nodes; the head saw it in its own directories.
+    assert read_events(root, "mutated")
+    # the nodes cleared what they laid out
+    assert not any(path.is_file() for path in nodes_dir.rglob("*"))
+    assert processes_in(nodes_dir) == []
+
+
 def test_a_lost_node_costs_its_agents_a_restart_elsewhere_and_nothing_more(
         ray_cluster: Any, tmp_path: Path) -> None:
     extra = ray_cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")

@@ -264,6 +264,10 @@ class ClusterSection:
                             _non_negative)
     exchange_interval: float = _key(0.02, "seconds between two exchanges with each node "
                                           "(ray): how late a message may be", _positive)
+    shared_files: bool = _key(True, "whether every node sees the workspace at the same path "
+                                    "(ray); false: agents are laid out on their node")
+    node_dir: str = _key("", "where nodes lay agents out when shared_files is false (ray); "
+                             "empty: each node's temporary directory")
 
 
 @dataclass(frozen=True, slots=True)

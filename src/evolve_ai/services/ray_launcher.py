@@ -22,6 +22,7 @@ import os
 import select
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Collection
@@ -37,7 +38,9 @@ from evolve_ai._linux import name_thread
 from evolve_ai._wire import SANDBOXED
 from evolve_ai.services import logs
 from evolve_ai.services.config import ClusterSection
+from evolve_ai.services.files import atomic_write
 from evolve_ai.services.launcher import Exited, Launched, LaunchError, LaunchSpec, Usage
+from evolve_ai.services.materialise import GENOME, bundle, commons_files, digest
 from evolve_ai.services.ray_node import PENDING_CAP, Batch, Node, NodeStatus
 
 RAY: Any = ray  # for its untyped functions (the type checker may not see Ray at all)
@@ -64,6 +67,7 @@ class _Remote:
 
     agent_id: str
     pid: int  # on its node
+    directory: Path  # on the head
     stdin: int | None  # read end: what the supervisor writes to the agent
     stdout: int | None  # write end: what the agent said, for the supervisor
     said: bytearray = field(default_factory=bytearray)
@@ -93,6 +97,8 @@ class _NodeHandle:
     pouring: set[int] = field(default_factory=set)  # agents with bytes or an exit to settle
     backlogged: set[int] = field(default_factory=set)  # agents that may have a backlog
     asked: float = 0.0  # when the exchange in flight was sent; 0: none in flight
+    sent: set[str] = field(default_factory=set)  # digests of files it holds (no shared fs)
+    commons: str = ""  # digest of the commons it was last sent
 
     @property
     def label(self) -> str:
@@ -102,8 +108,15 @@ class _NodeHandle:
 class RayLauncher:
     """A ``Launcher`` whose agents run on the nodes of a Ray cluster."""
 
-    def __init__(self, cluster: ClusterSection, *, sandbox: bool = True) -> None:
+    def __init__(self, cluster: ClusterSection, commons: Path, *,
+                 sandbox: bool = True) -> None:
+        """``commons``: the workspace's, copied to nodes that do not share its files."""
         self._cluster = cluster
+        self._commons = commons
+        # Where nodes without the head's files lay agents out: one place per workspace.
+        self._node_root = None if cluster.shared_files else os.path.join(
+            cluster.node_dir or tempfile.gettempdir(),
+            f"evolve-{digest(str(commons.resolve()).encode())[:12]}")
         self._sandbox = sandbox
         self._lock = threading.RLock()
         self._nodes: dict[str, _NodeHandle] = {}  # by Ray node id
@@ -218,14 +231,24 @@ class RayLauncher:
             _close_fds(to_agent_read, to_agent_write)
             raise LaunchError(f"agent {spec.agent_id}: {error}") from None
         fds = (to_agent_read, to_agent_write, from_agent_read, from_agent_write)
+        shipped = None
         try:
-            pid, created = ray.get(node.actor.spawn.remote(spec, log_path),
+            if self._node_root is not None:
+                shipped = bundle(Path(spec.cwd), node.sent)
+            pid, created = ray.get(node.actor.spawn.remote(spec, log_path, shipped),
                                    timeout=SPAWN_TIMEOUT)
+        except LaunchError:
+            _close_fds(*fds)
+            raise
         except RayTaskError as error:  # the node's fork server refused it
             _close_fds(*fds)
+            if shipped is not None:  # the node may not have kept them
+                node.sent.difference_update(shipped.blobs)
             raise LaunchError(f"on node {node.label}: {error.cause or error}") from None
         except (RayError, GetTimeoutError) as error:
             _close_fds(*fds)
+            if shipped is not None:
+                node.sent.difference_update(shipped.blobs)
             if not isinstance(error, GetTimeoutError):
                 self._lose(node, f"spawn failed: {type(error).__name__}")
             raise LaunchError(f"node {node.label} did not start {spec.agent_id}: "
@@ -234,7 +257,8 @@ class RayLauncher:
             if self._nodes.get(node.node_id) is not node:  # lost meanwhile: so is the agent
                 _close_fds(*fds)
                 raise LaunchError(f"node {node.label} lost while starting {spec.agent_id}")
-            remote = _Remote(spec.agent_id, pid, to_agent_read, from_agent_write)
+            remote = _Remote(spec.agent_id, pid, Path(spec.cwd), to_agent_read,
+                             from_agent_write)
             news = node.unclaimed.pop(pid, None)  # what it did before we knew its pid
             if news is not None:
                 remote.said, remote.ended, remote.exit_code = (news.said, news.ended,
@@ -268,6 +292,8 @@ class RayLauncher:
             calls = [(node, node.actor.measure.remote(local))
                      for slot, local in asked.items()
                      if (node := self._by_slot(slot)) is not None]
+        if self._node_root is not None:
+            self._fetch_genomes()
         usage: dict[int, Usage] = {}
         refs = [ref for _, ref in calls]
         ready = set(ray.wait(refs, num_returns=len(refs), timeout=MEASURE_TIMEOUT)[0]
@@ -281,6 +307,30 @@ class RayLauncher:
                 continue
             usage.update((node.slot * PID_SPAN + pid, used) for pid, used in measured.items())
         return usage
+
+    def _fetch_genomes(self) -> None:
+        """Once a pass: genomes agents rewrote on their nodes, into their directories on
+        the head, where the scan finds them as it finds a local agent's."""
+        with self._lock:
+            calls = [(node, node.actor.genomes.remote()) for node in self._nodes.values()]
+        refs = [ref for _, ref in calls]
+        ready = set(ray.wait(refs, num_returns=len(refs), timeout=MEASURE_TIMEOUT)[0]
+                    if refs else ())
+        for node, ref in calls:
+            if ref not in ready:
+                continue
+            try:
+                genomes: dict[int, bytes] = ray.get(ref, timeout=0)
+            except (RayError, GetTimeoutError):
+                continue
+            self._store_genomes(node, genomes)
+
+    def _store_genomes(self, node: _NodeHandle, genomes: dict[int, bytes]) -> None:
+        with self._lock:
+            targets = [(node.agents[pid].directory, data) for pid, data in genomes.items()
+                       if pid in node.agents]
+        for directory, data in targets:
+            _keep_genome(directory, data)
 
     def placement(self) -> dict[str, int]:
         """Agents running on each node, by its label (host/node id)."""
@@ -304,7 +354,7 @@ class RayLauncher:
             actor: Any = self._remote_node.options(
                 num_cpus=self._cluster.node_cpus, max_restarts=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-            ).remote(self._sandbox)
+            ).remote(self._sandbox, root=self._node_root)
             self._joining[node_id] = (actor, actor.status.remote(), now)
 
     def _admit(self, wait: float = 0.0) -> None:
@@ -332,6 +382,8 @@ class RayLauncher:
                 self._nodes[node_id] = handle
                 self._statuses = self._weakest()
             self.log.info("node_joined", node=handle.label, sandbox=status.sandbox)
+            if self._node_root is not None:  # its agents read the commons from the start
+                self._send_commons()
 
     def _weakest(self) -> tuple[str, str, str]:
         """The sandbox as the least confined node has it (agents may land anywhere)."""
@@ -416,6 +468,8 @@ class RayLauncher:
         began = time.monotonic()
         if began - self._discovered > DISCOVERY_EVERY:
             self._discover()
+            if self._node_root is not None:
+                self._send_commons()
         if self._joining:
             self._admit()
         with self._lock:
@@ -447,6 +501,18 @@ class RayLauncher:
             settled = [self._settle(node) for node in self._nodes.values()]
         if any(settled):
             self._wake()
+
+    def _send_commons(self) -> None:
+        """The workspace's commons (catalogue, published genomes) to every node that
+        has not got this content yet; calls to one actor run in the order sent."""
+        files = commons_files(self._commons)
+        key = digest(b"".join(name.encode() + b"\0" + digest(data).encode()
+                              for name, data in sorted(files.items())))
+        with self._lock:
+            for node in self._nodes.values():
+                if node.commons != key:
+                    node.actor.set_commons.remote(files)
+                    node.commons = key
 
     def _outgoing(self, busy: set[int]
                   ) -> dict[int, tuple[dict[int, bytes], list[int], dict[int, int]]]:
@@ -507,6 +573,10 @@ class RayLauncher:
             for pid, returncode in batch.exits:
                 self._heard(node, pid).exit_code = returncode
                 node.pouring.add(pid)
+            last = [(node.agents[pid].directory, data) for pid, data in batch.genomes.items()
+                    if pid in node.agents]
+        for directory, data in last:  # before the exit is reported: the scan sees it
+            _keep_genome(directory, data)
 
     def _heard(self, node: _NodeHandle, pid: int) -> _Remote | _News:
         known = node.agents.get(pid)
@@ -599,6 +669,17 @@ def _pour(remote: _Remote) -> None:
     if remote.ended and not remote.said:
         _close_fds(remote.stdout)
         remote.stdout = None
+
+
+def _keep_genome(directory: Path, data: bytes) -> None:
+    """An agent's genome rewritten on its node, into its directory on the head (as the
+    agent would have written it there: atomically)."""
+    path = directory / GENOME
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == data:
+            return
+    with contextlib.suppress(OSError):  # a directory gone with its dead agent
+        atomic_write(path, data)
 
 
 def _close_fds(*fds: int) -> None:

@@ -13,15 +13,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 from evolve_ai.services.forkserver_launcher import ForkServerLauncher
-from evolve_ai.services.launcher import LaunchSpec, Usage
+from evolve_ai.services.launcher import LaunchError, LaunchSpec, Usage
+from evolve_ai.services.materialise import Bundle, Shelf, relocate
 
 READ_CAP = 1 << 20  # bytes taken from one agent in one exchange; the rest waits
 PENDING_CAP = 1 << 22  # bytes queued here for an agent; the head sends no more
@@ -45,6 +48,7 @@ class Batch(NamedTuple):
     closed: list[int]  # agents whose stdout reached its end
     exits: list[tuple[int, int]]  # (pid, returncode)
     backlog: dict[int, int]  # bytes queued here for an agent that has not read them yet
+    genomes: dict[int, bytes]  # of agents that exited: their last rewrite, if any
 
 
 @dataclass(slots=True)
@@ -57,10 +61,17 @@ class _Pipes:
 class Node:
     """A fork server on this node and the pipes of the agents it forked."""
 
-    def __init__(self, sandbox: bool = True, watchdog: float = WATCHDOG) -> None:
+    def __init__(self, sandbox: bool = True, watchdog: float = WATCHDOG,
+                 root: str | None = None) -> None:
+        """``root``: where agents are laid out on this node (no shared file system);
+        None: they run in the head's directories, shared with this node."""
         self._launcher = ForkServerLauncher(sandbox=sandbox)
         self._launcher.start()  # on the actor's main thread: the server dies with it
         self._pipes: dict[int, _Pipes] = {}
+        # One place per actor: two actors on one machine (a loopback cluster, an actor
+        # replaced while the old one dies) never share or clear each other's agents.
+        self._shelf = None if root is None else Shelf(Path(root) / f"node-{os.getpid()}")
+        self._agents: dict[int, str] = {}  # pid -> agent id (laid out here)
         # A head cut off from this node (not dead to Ray) must not leave agents running
         # here beside their replacements elsewhere, in the same directories.
         self._heard = time.monotonic()
@@ -77,15 +88,37 @@ class Node:
         return NodeStatus(socket.gethostname(), os.getpid(), launcher.sandbox_status,
                           launcher.pids_status, launcher.memory_status)
 
-    def spawn(self, spec: LaunchSpec, log_path: str) -> tuple[int, float]:
-        """Fork one agent, its stderr appended to ``log_path``; its pid and start time."""
+    def spawn(self, spec: LaunchSpec, log_path: str, shipped: Bundle | None = None
+              ) -> tuple[int, float]:
+        """Fork one agent, its stderr appended to ``log_path``; its pid and start time.
+        With ``shipped``, its directory is laid out here first (and its log kept here)."""
+        if shipped is not None:
+            if self._shelf is None:
+                raise LaunchError("this node shares the head's files: nothing to lay out")
+            directory = self._shelf.place(spec.agent_id, shipped, spec.uid)
+            spec = relocate(spec, directory, self._shelf.commons)
+            log_path = str(self._shelf.root / f"{spec.agent_id}.log")
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
             launched = self._launcher.spawn(spec, fd)
         finally:
             os.close(fd)
         self._pipes[launched.pid] = _Pipes(launched.stdin, launched.stdout)
+        if shipped is not None:
+            self._agents[launched.pid] = spec.agent_id
         return launched.pid, launched.create_time
+
+    def genomes(self) -> dict[int, bytes]:
+        """Genomes the node's agents rewrote since the last call, by pid."""
+        if self._shelf is None:
+            return {}
+        rewritten = self._shelf.rewritten()
+        return {pid: rewritten[agent] for pid, agent in self._agents.items()
+                if agent in rewritten}
+
+    def set_commons(self, files: Mapping[str, bytes]) -> None:
+        if self._shelf is not None:
+            self._shelf.set_commons(files)
 
     def exchange(self, output: Mapping[int, bytes], closing: Sequence[int],
                  signals: Sequence[tuple[int, int]],
@@ -121,13 +154,20 @@ class Node:
                 said[pid] = data
             if ended:
                 closed.append(pid)
+        genomes: dict[int, bytes] = {}
         for pid, _ in exits:  # last words were read above
             pipes = self._pipes.pop(pid, None)
             if pipes is not None:
                 _close(pipes, "stdin")
                 _close(pipes, "stdout")
+            agent = self._agents.pop(pid, None)
+            if agent is not None and self._shelf is not None:
+                last = self._shelf.rewritten({agent}).get(agent)
+                if last is not None:
+                    genomes[pid] = last
+                self._shelf.forget(agent)
         backlog = {pid: len(p.pending) for pid, p in self._pipes.items() if p.pending}
-        return Batch(said, closed, exits, backlog)
+        return Batch(said, closed, exits, backlog, genomes)
 
     def measure(self, pids: Collection[int]) -> dict[int, Usage]:
         return self._launcher.measure(pids)
@@ -138,6 +178,8 @@ class Node:
             _close(pipes, "stdout")
         self._pipes.clear()
         self._launcher.close()
+        if self._shelf is not None:  # what agents wrote here is derived data
+            shutil.rmtree(self._shelf.root, ignore_errors=True)
 
     def _flush(self, pipes: _Pipes) -> None:
         if pipes.stdin is None or not pipes.pending:

@@ -1,0 +1,102 @@
+"""Agents laid out on a node without the head's files: bundles, the node's shelf, and a
+node actor's body running an agent from its own copy (no Ray needed)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from evolve_ai.services.launcher import LaunchError
+from evolve_ai.services.materialise import Bundle, Shelf, bundle, commons_files, relocate
+from evolve_ai.services.ray_node import Node
+from tests.services.test_forkserver_launcher import spec_for, write_agent
+
+# Rewrites its genome, says so, then says where it runs and what the commons holds.
+REWRITER = """\
+import json, os, sys
+with open("genome.bin", "wb") as out:
+    out.write(b"rewritten")
+commons = os.environ["EVOLVE_COMMONS"]
+print(json.dumps({"cwd": os.getcwd(), "commons": sorted(os.listdir(commons))}), flush=True)
+sys.stdin.read()
+"""
+
+
+def agent_dir(tmp_path: Path, source: str) -> Path:
+    directory = write_agent(tmp_path / "head" / "a1", source)
+    (directory / "genome.bin").write_bytes(b"original")
+    (directory / "notes.txt").write_text("not part of an agent's derived data")
+    return directory
+
+
+def test_a_bundle_ships_each_content_once_per_node(tmp_path: Path) -> None:
+    first = agent_dir(tmp_path, "print('x')\n")
+    second = write_agent(tmp_path / "head" / "a2", "print('x')\n")
+    (second / "genome.bin").write_bytes(b"another")
+    known: set[str] = set()
+    one = bundle(first, known)
+    assert [path for path, _ in one.files] == ["src/agent/__init__.py", "src/agent/main.py",
+                                               "genome.bin"]
+    assert len(one.blobs) == 3 and known == set(one.blobs)
+    two = bundle(second, known)  # same sources: only its genome travels
+    assert list(two.blobs.values()) == [b"another"]
+
+
+def test_a_shelf_lays_out_exactly_the_bundle_and_refuses_escapes(tmp_path: Path) -> None:
+    source = agent_dir(tmp_path, "print('x')\n")
+    shelf = Shelf(tmp_path / "node")
+    placed = shelf.place("a1", bundle(source, set()), None)
+    assert sorted(p.relative_to(placed).as_posix() for p in placed.rglob("*") if p.is_file()
+                  ) == ["genome.bin", "src/agent/__init__.py", "src/agent/main.py"]
+    assert (placed / "genome.bin").read_bytes() == b"original"
+    with pytest.raises(LaunchError, match="not a path inside"):
+        shelf.place("a2", Bundle((("../../x", "k"),), {"k": b"x"}), None)
+    with pytest.raises(LaunchError, match="not an agent id"):
+        shelf.place("../a", Bundle((), {}), None)
+    with pytest.raises(LaunchError, match="lacks its bytes"):
+        shelf.place("a3", Bundle((("genome.bin", "missing"),), {}), None)
+
+
+def test_relocation_moves_every_path_of_the_agent_and_nothing_else(tmp_path: Path) -> None:
+    spec = spec_for(tmp_path / "head" / "a1", env={"EVOLVE_COMMONS": "/head/commons",
+                                                  "PATH": "/usr/bin"})
+    moved = relocate(spec, tmp_path / "node" / "a1", tmp_path / "node" / "commons")
+    assert moved.cwd == str(tmp_path / "node" / "a1")
+    assert moved.writable == (str(tmp_path / "node" / "a1"),)
+    assert moved.readonly_within == (str(tmp_path / "node" / "a1" / "src"),)
+    assert moved.env["EVOLVE_COMMONS"] == str(tmp_path / "node" / "commons")
+    assert moved.env["PATH"] == "/usr/bin" and moved.pycache_prefix is None
+
+
+def test_a_node_runs_an_agent_from_its_own_copy_and_reports_its_genome(
+        tmp_path: Path) -> None:
+    head = agent_dir(tmp_path, REWRITER)
+    commons = tmp_path / "head-commons"
+    (commons / "elite").mkdir(parents=True)
+    (commons / "catalogue.msgpack").write_bytes(b"\x80")
+    (commons / "elite" / "g.bin").write_bytes(b"elite")
+    node = Node(root=str(tmp_path / "node"))
+    try:
+        node.set_commons(commons_files(commons))
+        pid, _ = node.spawn(spec_for(head), str(tmp_path / "unused.log"), bundle(head, set()))
+        said = b""
+        deadline = time.monotonic() + 10
+        while b"cwd" not in said and time.monotonic() < deadline:
+            said += node.exchange({}, [], []).output.get(pid, b"")
+            time.sleep(0.02)
+        assert f"/node-{os.getpid()}/agents/a1".encode() in said
+        assert b'"commons": ["catalogue.msgpack", "elite"]' in said
+        assert (head / "genome.bin").read_bytes() == b"original"  # the head's untouched
+        assert node.genomes() == {pid: b"rewritten"}
+        assert node.genomes() == {}  # reported once
+        batch = node.exchange({}, [pid], [])
+        while not batch.exits and time.monotonic() < deadline:
+            time.sleep(0.02)
+            batch = node.exchange({}, [], [])
+        assert batch.exits == [(pid, 0)]
+    finally:
+        node.close()
+    assert not (tmp_path / "node" / f"node-{os.getpid()}").exists()  # gone with the node
