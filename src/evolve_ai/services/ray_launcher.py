@@ -249,8 +249,9 @@ class RayLauncher:
             _close_fds(*fds)
             if shipped is not None:
                 node.sent.difference_update(shipped.blobs)
-            if not isinstance(error, GetTimeoutError):
-                self._lose(node, f"spawn failed: {type(error).__name__}")
+            # Slow or gone: either way it is given up (its actor killed), so that an agent
+            # it might still start is never left running with nobody listening.
+            self._lose(node, f"spawn failed: {type(error).__name__}")
             raise LaunchError(f"node {node.label} did not start {spec.agent_id}: "
                               f"{type(error).__name__}") from None
         with self._lock:
