@@ -64,7 +64,7 @@ def test_bytes_travel_both_ways_in_batches_and_an_end_of_input_ends_the_agent(
     assert said(batches, pid) == b"one\ntwo\n"  # delivered once, in order
     batches = exchange_until(node, lambda b: any(b2.exits for b2 in b), closing=[pid])
     assert [e for b in batches for e in b.exits] == [(pid, 0)]
-    assert node.exchange({pid: b"late\n"}, [], []) == Batch({}, [], [], {}, {})  # forgotten
+    assert node.exchange({pid: b"late\n"}, [], []) == Batch({}, [], [], {}, [])  # forgotten
 
 
 def test_a_signal_travels_with_the_exchange(node: Node, tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ class LifeManager:
         seed = options.seed
         task_rng = random.Random(f"tasks:{seed}" if seed is not None else None)
         select_rng = random.Random(f"select:{seed}" if seed is not None else None)
-        make_launcher = launcher or launcher_for(config.cluster, workspace.commons_dir)
+        make_launcher = launcher or launcher_for(config.cluster, workspace)
         self.supervisor = Supervisor(make_launcher(), supervisor_settings(config),
                                      self._on_message)
         self.scanner = Scanner(workspace, self.population, self.supervisor,

@@ -267,7 +267,7 @@ class ClusterSection:
     shared_files: bool = _key(True, "whether every node sees the workspace at the same path "
                                     "(ray); false: agents are laid out on their node")
     node_dir: str = _key("", "where nodes lay agents out when shared_files is false (ray); "
-                             "empty: each node's temporary directory")
+                             "empty: /var/tmp/evolve-nodes")
 
 
 @dataclass(frozen=True, slots=True)

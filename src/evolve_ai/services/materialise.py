@@ -15,7 +15,9 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import stat
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -87,79 +89,149 @@ def relocate(spec: LaunchSpec, directory: Path, commons: Path) -> LaunchSpec:
         readonly_within=tuple(map(moved, spec.readonly_within)), pycache_prefix=None)
 
 
+class Report(NamedTuple):
+    """An agent's genome as it is now on its node, for the head to keep."""
+
+    agent_id: str
+    head: str  # the agent's directory on the head (the launch said it)
+    sequence: int  # larger for a later look at the same agent on the same node
+    data: bytes  # b"" when genome.bin is no regular file within bounds: invalid there too
+
+
+@dataclass(slots=True)
+class _Placed:
+    head: str
+    path: Path  # genome.bin on this node
+    placed: str  # digest of the genome laid out
+    stamp: tuple[int, ...] | None  # of the content last looked at
+    current: str  # its digest ("" when not a valid file)
+    sequence: int = 0
+
+
 class Shelf:
     """The node's side: bytes by digest, agents' directories and the commons under
-    ``root``, and the genomes agents rewrote since they were last reported."""
+    ``root``, and where each placed agent's genome stands."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.commons = root / COMMONS
-        self.blobs: dict[str, bytes] = {}
-        self._genomes: dict[str, tuple[Path, tuple[int, int] | None]] = {}  # agent -> seen
+        self.blobs: dict[str, bytes] = {}  # template files and wiring, never genomes
+        self._placed: dict[str, _Placed] = {}
+        self._sequence = 0
         (root / "agents").mkdir(parents=True, exist_ok=True)
         self.commons.mkdir(parents=True, exist_ok=True)
 
-    def place(self, agent_id: str, shipped: Bundle, uid: int | None) -> Path:
+    def place(self, agent_id: str, shipped: Bundle, uid: int | None, head: str) -> Path:
         """Lay the agent's directory out afresh (what it wrote before is gone)."""
-        self.blobs.update(shipped.blobs)
         if "/" in agent_id or agent_id in ("", ".", ".."):
             raise LaunchError(f"not an agent id: {agent_id!r}")
+        for relative, key in shipped.files:
+            if relative != GENOME and key in shipped.blobs:
+                self.blobs[key] = shipped.blobs[key]
         directory = self.root / "agents" / agent_id
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
+        genome = ""
         for relative, key in shipped.files:
             target = directory / relative
             if ".." in Path(relative).parts or Path(relative).is_absolute():
                 raise LaunchError(f"not a path inside an agent: {relative!r}")
-            data = self.blobs.get(key)
+            data = shipped.blobs.get(key) if relative == GENOME else self.blobs.get(key)
             if data is None:
                 raise LaunchError(f"{relative}: the node lacks its bytes ({key})")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+            genome = key if relative == GENOME else genome
         if uid is not None and os.geteuid() == 0:
             for path in [directory, *directory.rglob("*")]:
                 os.lchown(path, uid, uid)
-        self._genomes[agent_id] = (directory / GENOME, _stamp(directory / GENOME))
+        path = directory / GENOME
+        self._placed[agent_id] = _Placed(head, path, genome, _stamp(path), genome)
         return directory
 
-    def forget(self, agent_id: str) -> None:
-        self._genomes.pop(agent_id, None)
+    def remove(self, agent_id: str) -> Report | None:
+        """The agent is gone from this node: its last genome if it differs from the one
+        laid out, and its directory removed."""
+        report = self.report(agent_id)
+        self._placed.pop(agent_id, None)
+        shutil.rmtree(self.root / "agents" / agent_id, ignore_errors=True)
+        return report
 
-    def rewritten(self, agent_ids: set[str] | None = None) -> dict[str, bytes]:
-        """Genomes rewritten since placed or last reported (of ``agent_ids``, or all)."""
-        found: dict[str, bytes] = {}
-        for agent_id, (path, seen) in list(self._genomes.items()):
-            if agent_ids is not None and agent_id not in agent_ids:
-                continue
-            stamp = _stamp(path)
-            if stamp == seen or stamp is None:
-                continue
-            with contextlib.suppress(OSError):
-                with path.open("rb") as stream:
-                    data = stream.read(MAX_GENOME + 1)
-                if len(data) <= MAX_GENOME:
-                    found[agent_id] = data
-            self._genomes[agent_id] = (path, stamp)
-        return found
+    def reports(self) -> list[Report]:
+        """Every placed agent whose genome is not the one laid out (the head writes what
+        differs from its own copy: a lost answer costs nothing but a pass)."""
+        found = [self.report(agent_id) for agent_id in list(self._placed)]
+        return [report for report in found if report is not None]
+
+    def report(self, agent_id: str) -> Report | None:
+        placed = self._placed.get(agent_id)
+        if placed is None:
+            return None
+        stamp = _stamp(placed.path)
+        if stamp != placed.stamp:
+            data = _read_genome(placed.path)
+            placed.stamp, placed.current = stamp, digest(data) if data else ""
+            self._sequence += 1
+            placed.sequence = self._sequence
+        if placed.current == placed.placed:
+            return None
+        data = _read_genome(placed.path) if placed.current else b""
+        return Report(agent_id, placed.head, placed.sequence, data)
 
     def set_commons(self, files: Mapping[str, bytes]) -> None:
         """Make the node's commons hold exactly ``files`` (relative path -> bytes)."""
         fresh = self.root / f".{COMMONS}.new"
         shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir(mode=0o755)
         for relative, data in files.items():
             if ".." in Path(relative).parts or Path(relative).is_absolute():
                 continue
             target = fresh / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        fresh.mkdir(exist_ok=True)
-        fresh.chmod(0o755)
         old = self.root / f".{COMMONS}.old"
         shutil.rmtree(old, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             self.commons.rename(old)
         fresh.rename(self.commons)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def sweep_stale(parent: Path) -> None:
+    """Remove the places of node actors that died without closing (``node-<pid>``)."""
+    with contextlib.suppress(OSError):
+        for place in parent.glob("node-*"):
+            pid = place.name.removeprefix("node-")
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(place, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_genome(path: Path) -> bytes:
+    """genome.bin's bytes, or b"" when it is no regular file (a link, a fifo...) or is
+    over MAX_GENOME: never followed, never blocked on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        data = os.read(fd, MAX_GENOME + 1)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+    return data if len(data) <= MAX_GENOME else b""
 
 
 def commons_files(commons: Path) -> dict[str, bytes]:
@@ -174,9 +246,10 @@ def commons_files(commons: Path) -> dict[str, bytes]:
     return files
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def _stamp(path: Path) -> tuple[int, ...] | None:
+    """What changes when a file is rewritten, touched back or replaced (never followed)."""
     try:
-        info = path.stat()
+        info = path.lstat()
     except OSError:
         return None
-    return info.st_mtime_ns, info.st_size
+    return info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_ino, info.st_mode

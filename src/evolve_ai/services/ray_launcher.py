@@ -6,12 +6,14 @@ tell: each remote agent gets a pair of local pipes, and one bridge thread moves 
 bytes to and from the nodes in one ``exchange`` call per node every
 ``cluster.exchange_interval`` seconds, whatever the number of agents.
 
-Agents' directories are read and written where they are on the head: the nodes must
-share the workspace's file system (a loopback cluster does; a real one mounts it,
-docs/cluster.md). A pid the supervisor sees is virtual: the node's slot times
-``PID_SPAN`` plus the agent's pid on its node, so that two nodes' pids never meet.
-A node that dies takes its agents with it: each is reported killed (SIGKILL), the
-supervisor restarts it as after any crash, and the next spawn picks a live node.
+Agents' directories are made, scanned and rewired on the head. Nodes either share the
+workspace's file system (``cluster.shared_files``: a loopback cluster does; a real one
+mounts it) and run agents there, or lay each agent out locally from what the head
+sends and send rewritten genomes back (``materialise.py``). A pid the supervisor sees
+is virtual: the node's slot times ``PID_SPAN`` plus the agent's pid on its node, so
+that two nodes' pids never meet. A node that dies takes its agents with it: each is
+reported killed (SIGKILL, ``lost``: no crash of theirs), the supervisor starts it
+again at the next pass, and the launch picks a live node.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import os
 import select
 import signal
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Collection
@@ -40,8 +41,8 @@ from evolve_ai.services import logs
 from evolve_ai.services.config import ClusterSection
 from evolve_ai.services.files import atomic_write
 from evolve_ai.services.launcher import Exited, Launched, LaunchError, LaunchSpec, Usage
-from evolve_ai.services.materialise import GENOME, bundle, commons_files, digest
-from evolve_ai.services.ray_node import PENDING_CAP, Batch, Node, NodeStatus
+from evolve_ai.services.materialise import GENOME, Report, bundle, commons_files, digest
+from evolve_ai.services.ray_node import DEFAULT_ROOT, PENDING_CAP, Batch, Node, NodeStatus
 
 RAY: Any = ray  # for its untyped functions (the type checker may not see Ray at all)
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # the life cycle's signals
@@ -56,6 +57,7 @@ SPAWN_TIMEOUT = 10.0  # seconds a launch may take on a node before it counts as 
 CLOSE_TIMEOUT = 5.0  # seconds the nodes have, together, to stop their agents
 STALE = 2.0  # seconds an exchange may be out before its node gets no new agent
 FAILURES = 20  # bridge failures in a row after which every node counts as lost
+WRITTEN_CAP = 100_000  # genome sequences remembered (then forgotten: a rewrite at worst)
 UNCLAIMED_CAP = 4096  # news of pids not yet known kept per node
   # seconds to reach the cluster's address before ray.init
 CURRENT_CLUSTER = "/tmp/ray/ray_current_cluster"  # where `ray start` leaves its address
@@ -108,15 +110,20 @@ class _NodeHandle:
 class RayLauncher:
     """A ``Launcher`` whose agents run on the nodes of a Ray cluster."""
 
-    def __init__(self, cluster: ClusterSection, commons: Path, *,
+    def __init__(self, cluster: ClusterSection, commons: Path, agents: Path, *,
                  sandbox: bool = True) -> None:
-        """``commons``: the workspace's, copied to nodes that do not share its files."""
+        """``commons``: the workspace's, copied to nodes that do not share its files;
+        ``agents``: the workspace's agents directory, the only place genomes coming
+        back from nodes are written."""
         self._cluster = cluster
         self._commons = commons
+        self._agents = agents.resolve()
         # Where nodes without the head's files lay agents out: one place per workspace.
         self._node_root = None if cluster.shared_files else os.path.join(
-            cluster.node_dir or tempfile.gettempdir(),
-            f"evolve-{digest(str(commons.resolve()).encode())[:12]}")
+            cluster.node_dir or DEFAULT_ROOT,
+            f"evolve-{digest(str(agents.resolve()).encode())[:12]}")
+        self._genome_lock = threading.Lock()  # one writer of genomes at a time
+        self._written: dict[tuple[int, str], int] = {}  # (node slot, agent) -> sequence
         self._sandbox = sandbox
         self._lock = threading.RLock()
         self._nodes: dict[str, _NodeHandle] = {}  # by Ray node id
@@ -321,17 +328,26 @@ class RayLauncher:
             if ref not in ready:
                 continue
             try:
-                genomes: dict[int, bytes] = ray.get(ref, timeout=0)
+                reports: list[Report] = ray.get(ref, timeout=0)
             except (RayError, GetTimeoutError):
                 continue
-            self._store_genomes(node, genomes)
+            self._store_genomes(node, reports)
 
-    def _store_genomes(self, node: _NodeHandle, genomes: dict[int, bytes]) -> None:
-        with self._lock:
-            targets = [(node.agents[pid].directory, data) for pid, data in genomes.items()
-                       if pid in node.agents]
-        for directory, data in targets:
-            _keep_genome(directory, data)
+    def _store_genomes(self, node: _NodeHandle, reports: list[Report]) -> None:
+        """Genomes from a node into the agents' directories on the head, each newer than
+        what this node last sent for it (the main thread and the bridge both call)."""
+        with self._genome_lock:
+            if len(self._written) > WRITTEN_CAP:
+                self._written.clear()
+            for report in reports:
+                directory = Path(report.head)
+                if directory.parent != self._agents or directory.name != report.agent_id:
+                    continue  # the node's word, checked all the same
+                key = (node.slot, report.agent_id)
+                if report.sequence <= self._written.get(key, -1):
+                    continue  # an older look than one already kept
+                self._written[key] = report.sequence
+                _keep_genome(directory, report.data)
 
     def placement(self) -> dict[str, int]:
         """Agents running on each node, by its label (host/node id)."""
@@ -380,11 +396,12 @@ class RayLauncher:
             with self._lock:
                 self._slots += 1
                 handle = _NodeHandle(self._slots, node_id, actor, status)
+            if self._node_root is not None:  # its agents read the commons from the start
+                self._send_commons([handle])
+            with self._lock:
                 self._nodes[node_id] = handle
                 self._statuses = self._weakest()
             self.log.info("node_joined", node=handle.label, sandbox=status.sandbox)
-            if self._node_root is not None:  # its agents read the commons from the start
-                self._send_commons()
 
     def _weakest(self) -> tuple[str, str, str]:
         """The sandbox as the least confined node has it (agents may land anywhere)."""
@@ -503,17 +520,21 @@ class RayLauncher:
         if any(settled):
             self._wake()
 
-    def _send_commons(self) -> None:
-        """The workspace's commons (catalogue, published genomes) to every node that
-        has not got this content yet; calls to one actor run in the order sent."""
+    def _send_commons(self, nodes: list[_NodeHandle] | None = None) -> None:
+        """The workspace's commons (catalogue, published genomes) to every node (or
+        ``nodes``) that has not got this content yet; a node is marked up to date only
+        once it said it has it."""
         files = commons_files(self._commons)
         key = digest(b"".join(name.encode() + b"\0" + digest(data).encode()
                               for name, data in sorted(files.items())))
         with self._lock:
-            for node in self._nodes.values():
-                if node.commons != key:
-                    node.actor.set_commons.remote(files)
-                    node.commons = key
+            stale = [n for n in (nodes if nodes is not None else self._nodes.values())
+                     if n.commons != key]
+        calls = [(node, node.actor.set_commons.remote(files)) for node in stale]
+        for node, ref in calls:
+            with contextlib.suppress(RayError, GetTimeoutError):
+                ray.get(ref, timeout=CALL_TIMEOUT)
+                node.commons = key
 
     def _outgoing(self, busy: set[int]
                   ) -> dict[int, tuple[dict[int, bytes], list[int], dict[int, int]]]:
@@ -574,10 +595,8 @@ class RayLauncher:
             for pid, returncode in batch.exits:
                 self._heard(node, pid).exit_code = returncode
                 node.pouring.add(pid)
-            last = [(node.agents[pid].directory, data) for pid, data in batch.genomes.items()
-                    if pid in node.agents]
-        for directory, data in last:  # before the exit is reported: the scan sees it
-            _keep_genome(directory, data)
+        # An exited agent's last genome, before its exit is reported: the scan sees it.
+        self._store_genomes(node, batch.genomes)
 
     def _heard(self, node: _NodeHandle, pid: int) -> _Remote | _News:
         known = node.agents.get(pid)

@@ -24,10 +24,14 @@ from typing import NamedTuple
 
 from evolve_ai.services.forkserver_launcher import ForkServerLauncher
 from evolve_ai.services.launcher import LaunchError, LaunchSpec, Usage
-from evolve_ai.services.materialise import Bundle, Shelf, relocate
+from evolve_ai.services.materialise import Bundle, Report, Shelf, relocate, sweep_stale
 
 READ_CAP = 1 << 20  # bytes taken from one agent in one exchange; the rest waits
 PENDING_CAP = 1 << 22  # bytes queued here for an agent; the head sends no more
+# Outside /tmp: the sandbox hides the node's /tmp from agents only when their own
+# directory is not under it.
+DEFAULT_ROOT = "/var/tmp/evolve-nodes"
+LOG_CAP = 1 << 20  # bytes of an agent's stderr log on a node before it is rolled over
 WATCHDOG = 15.0  # seconds without an exchange after which the node ends its agents
 
 
@@ -48,7 +52,7 @@ class Batch(NamedTuple):
     closed: list[int]  # agents whose stdout reached its end
     exits: list[tuple[int, int]]  # (pid, returncode)
     backlog: dict[int, int]  # bytes queued here for an agent that has not read them yet
-    genomes: dict[int, bytes]  # of agents that exited: their last rewrite, if any
+    genomes: list[Report]  # of agents that exited, whose genome is not the one laid out
 
 
 @dataclass(slots=True)
@@ -63,14 +67,19 @@ class Node:
 
     def __init__(self, sandbox: bool = True, watchdog: float = WATCHDOG,
                  root: str | None = None) -> None:
-        """``root``: where agents are laid out on this node (no shared file system);
-        None: they run in the head's directories, shared with this node."""
+        """``root``: where agents are laid out on this node (no shared file system; ""
+        for DEFAULT_ROOT, resolved here, on the node); None: they run in the head's
+        directories, shared with this node."""
         self._launcher = ForkServerLauncher(sandbox=sandbox)
         self._launcher.start()  # on the actor's main thread: the server dies with it
         self._pipes: dict[int, _Pipes] = {}
         # One place per actor: two actors on one machine (a loopback cluster, an actor
         # replaced while the old one dies) never share or clear each other's agents.
-        self._shelf = None if root is None else Shelf(Path(root) / f"node-{os.getpid()}")
+        self._shelf = None
+        if root is not None:
+            parent = Path(root or DEFAULT_ROOT)
+            sweep_stale(parent)  # places of actors killed without closing
+            self._shelf = Shelf(parent / f"node-{os.getpid()}")
         self._agents: dict[int, str] = {}  # pid -> agent id (laid out here)
         # A head cut off from this node (not dead to Ray) must not leave agents running
         # here beside their replacements elsewhere, in the same directories.
@@ -95,26 +104,31 @@ class Node:
         if shipped is not None:
             if self._shelf is None:
                 raise LaunchError("this node shares the head's files: nothing to lay out")
-            directory = self._shelf.place(spec.agent_id, shipped, spec.uid)
+            directory = self._shelf.place(spec.agent_id, shipped, spec.uid, spec.cwd)
             spec = relocate(spec, directory, self._shelf.commons)
             log_path = str(self._shelf.root / f"{spec.agent_id}.log")
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            with contextlib.suppress(OSError):
+                if os.stat(log_path).st_size > LOG_CAP:
+                    os.replace(log_path, log_path + ".1")
         try:
-            launched = self._launcher.spawn(spec, fd)
-        finally:
-            os.close(fd)
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                         0o644)
+            try:
+                launched = self._launcher.spawn(spec, fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            if shipped is not None and self._shelf is not None:
+                self._shelf.remove(spec.agent_id)
+            raise
         self._pipes[launched.pid] = _Pipes(launched.stdin, launched.stdout)
         if shipped is not None:
             self._agents[launched.pid] = spec.agent_id
         return launched.pid, launched.create_time
 
-    def genomes(self) -> dict[int, bytes]:
-        """Genomes the node's agents rewrote since the last call, by pid."""
-        if self._shelf is None:
-            return {}
-        rewritten = self._shelf.rewritten()
-        return {pid: rewritten[agent] for pid, agent in self._agents.items()
-                if agent in rewritten}
+    def genomes(self) -> list[Report]:
+        """Every agent here whose genome is not the one laid out."""
+        return [] if self._shelf is None else self._shelf.reports()
 
     def set_commons(self, files: Mapping[str, bytes]) -> None:
         if self._shelf is not None:
@@ -154,7 +168,7 @@ class Node:
                 said[pid] = data
             if ended:
                 closed.append(pid)
-        genomes: dict[int, bytes] = {}
+        genomes: list[Report] = []
         for pid, _ in exits:  # last words were read above
             pipes = self._pipes.pop(pid, None)
             if pipes is not None:
@@ -162,10 +176,9 @@ class Node:
                 _close(pipes, "stdout")
             agent = self._agents.pop(pid, None)
             if agent is not None and self._shelf is not None:
-                last = self._shelf.rewritten({agent}).get(agent)
+                last = self._shelf.remove(agent)  # its last genome, its directory gone
                 if last is not None:
-                    genomes[pid] = last
-                self._shelf.forget(agent)
+                    genomes.append(last)
         backlog = {pid: len(p.pending) for pid, p in self._pipes.items() if p.pending}
         return Batch(said, closed, exits, backlog, genomes)
 
