@@ -227,7 +227,7 @@ class InnovationSection:
     every: int = _key(10, "feedbacks between two searches of an agent's inventor", _positive)
     per_agent: int = _key(1, "proposals an agent may make per generation", _positive)
     max_bytes: int = _key(8192, "largest proposal (bytes of source)", _positive)
-    trial_tasks: int = _key(200, "held-out tasks a proposal is tried on", _positive)
+    trial_tasks: int = _key(500, "held-out tasks a proposal is tried on", _positive)
     trial_seconds: float = _key(3.0, "time a trial may take before it is killed", _positive)
     min_solved: int = _key(5, "tasks no existing gene solves that a proposal must solve",
                            _positive)
