@@ -341,7 +341,8 @@ class RayLauncher:
                 self._written.clear()
             for report in reports:
                 directory = Path(report.head)
-                if directory.parent != self._agents or directory.name != report.agent_id:
+                if directory.resolve().parent != self._agents \
+                        or directory.name != report.agent_id:
                     continue  # the node's word, checked all the same
                 key = (node.slot, report.agent_id)
                 if report.sequence <= self._written.get(key, -1):
