@@ -47,9 +47,12 @@ def test_a_bundle_ships_each_content_once_per_node(tmp_path: Path) -> None:
     one = bundle(first, known)
     assert [path for path, _ in one.files] == ["src/agent/__init__.py", "src/agent/main.py",
                                                "genome.bin"]
-    assert len(one.blobs) == 3 and known == set(one.blobs)
+    assert len(one.blobs) == 3 and len(known) == 2  # the genome is never "known"
     two = bundle(second, known)  # same sources: only its genome travels
     assert list(two.blobs.values()) == [b"another"]
+    # A child's genome is its parent's: it travels all the same (nodes keep no genome).
+    (second / "genome.bin").write_bytes(b"original")
+    assert list(bundle(second, known).blobs.values()) == [b"original"]
 
 
 def test_a_shelf_lays_out_exactly_the_bundle_and_refuses_escapes(tmp_path: Path) -> None:

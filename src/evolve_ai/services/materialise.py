@@ -67,10 +67,13 @@ def bundle(directory: Path, known: set[str]) -> Bundle:
         if len(data) > MAX_FILE:
             raise LaunchError(f"{path} is over {MAX_FILE} bytes: not shipped to a node")
         key = digest(data)
-        files.append((path.relative_to(directory).as_posix(), key))
-        if key not in known:
+        relative = path.relative_to(directory).as_posix()
+        files.append((relative, key))
+        if relative == GENOME:  # nodes keep no genome: it always travels
             blobs[key] = data
-    known.update(blobs)
+        elif key not in known:
+            blobs[key] = data
+            known.add(key)
     return Bundle(tuple(files), blobs)
 
 

@@ -244,14 +244,14 @@ class RayLauncher:
                 shipped = bundle(Path(spec.cwd), node.sent)
             pid, created = ray.get(node.actor.spawn.remote(spec, log_path, shipped),
                                    timeout=SPAWN_TIMEOUT)
-        except LaunchError:
-            _close_fds(*fds)
-            raise
-        except RayTaskError as error:  # the node's fork server refused it
-            _close_fds(*fds)
+        except RayTaskError as error:  # the node refused it (before LaunchError: Ray's
+            _close_fds(*fds)            # error is one too, with the remote traceback)
             if shipped is not None:  # the node may not have kept them
                 node.sent.difference_update(shipped.blobs)
             raise LaunchError(f"on node {node.label}: {error.cause or error}") from None
+        except LaunchError:
+            _close_fds(*fds)
+            raise
         except (RayError, GetTimeoutError) as error:
             _close_fds(*fds)
             if shipped is not None:
