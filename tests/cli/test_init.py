@@ -83,7 +83,7 @@ def test_init_in_an_empty_directory_builds_the_whole_workspace(tmp_path: Path) -
     assert status["fitness"] == {"mean": None, "max": None}
     assert status["history"] == [{"generation": 0, "mean": None, "max": None,
                                   "population": 12, "births": 12, "deaths": 0,
-                                  "min": None, "sd": None}]
+                                  "min": None, "sd": None, "tasks": None}]
 
 
 def test_show_reports_an_agent(tmp_path: Path, template: Path) -> None:
