@@ -17,6 +17,7 @@ from evolve_ai.services.materialise import (
     bundle,
     commons_files,
     relocate,
+    sweep_stale,
 )
 from evolve_ai.services.ray_node import Node
 from tests.services.test_forkserver_launcher import spec_for, write_agent
@@ -154,3 +155,13 @@ def test_a_touched_back_genome_is_still_seen(tmp_path: Path) -> None:
     replacement.replace(genome)
     [report] = shelf.reports()
     assert report.data == b"originaX"
+
+
+def test_places_of_dead_node_actors_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    dead = tmp_path / "node-4194305"  # above any pid_max: no such process
+    live = tmp_path / f"node-{os.getpid()}"
+    other = tmp_path / "notes"
+    for place in (dead, live, other):
+        (place / "agents").mkdir(parents=True)
+    sweep_stale(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import psutil
 import xxhash
 
 from evolve_ai.services.launcher import LaunchError, LaunchSpec
@@ -205,18 +206,8 @@ def sweep_stale(parent: Path) -> None:
     with contextlib.suppress(OSError):
         for place in parent.glob("node-*"):
             pid = place.name.removeprefix("node-")
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not psutil.pid_exists(int(pid)):
                 shutil.rmtree(place, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_genome(path: Path) -> bytes:
