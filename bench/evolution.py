@@ -24,7 +24,7 @@ at the end unless ``--keep``), through the ``evolve`` command line only:
    means and maxima; then every ``agents/*/genome.bin`` left (the living
    population) is decoded and its expressed genes scored on the optimum's
    task sample: the *true* fitness of the final genomes, free of the
-   noise of a 32-task window.
+   noise of a measured window.
 
 The same seeds are used for every strategy and length, so the three
 strategies start from the same population. Runs are sequential: nothing else

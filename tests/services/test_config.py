@@ -86,7 +86,7 @@ def test_rendered_default_is_plain_toml() -> None:
     parsed = tomlkit.parse(config.render_default()).unwrap()
     assert parsed["selection"]["strategy"] == "truncation"
     assert parsed["selection"]["every"] == 8
-    assert parsed["evaluation"]["tasks_per_pass"] == 32
+    assert parsed["evaluation"]["tasks_per_pass"] == 16
 
 
 @pytest.mark.parametrize(("text", "key"), [

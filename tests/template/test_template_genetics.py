@@ -13,6 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.template.template_helpers import evolvable_genes, genome_for
 
+from evolve_ai.core import genome as genome_codec
+from evolve_ai.services import template as template_service
+
 GENES = evolvable_genes()
 
 
@@ -234,9 +237,13 @@ def test_policy_keeps_a_mutation_that_helped(genome_file: Path) -> None:
     policy = _policy(genome_file)
     _feed(policy, 0.5, 0.5)
     mutant = genetics.read_genome(genome_file)
-    _feed(policy, 0.8, 0.8)
-    kept = _assert_valid(genetics.read_genome(genome_file))
     assert mutant is not None
+    # Kept, and measured as it is for one more round: no rewrite, no restart, so the
+    # agent's fitness goes on being the kept genome's.
+    assert _feed(policy, 0.8, 0.8) == [False, False]
+    assert genome_file.read_bytes() == genetics.encode_genome(mutant)
+    assert _feed(policy, 0.8, 0.8) == [False, True]
+    kept = _assert_valid(genetics.read_genome(genome_file))
     trial = Trial.from_state(kept["state"]["trial"])
     assert trial is not None
     assert trial.baseline == 0.8
@@ -326,7 +333,10 @@ def test_switch_gene_changes_one_function_or_swaps_two_siblings(genes: int, seed
 
 
 def _with_fails(genome: Genome, fails: int, **state: Any) -> Genome:
-    return genetics._with_state(genome, fails=fails, **state)
+    """`genome` after `fails` fruitless trials, every neighbour known to be worse (so
+    that it may rest)."""
+    genome = genetics._with_state(genome, fails=fails, **state)
+    return genetics._remember(genome, genetics.neighbours(genome))
 
 
 def test_policy_rests_after_fruitless_trials(tmp_path: Path) -> None:
@@ -347,16 +357,21 @@ def test_policy_rests_after_fruitless_trials(tmp_path: Path) -> None:
 def test_a_revert_counts_a_fruitless_trial(genome_file: Path) -> None:
     policy = _policy(genome_file)
     _feed(policy, 0.5, 0.5)
+    mutant = genetics.read_genome(genome_file)
+    assert mutant is not None
     assert _feed(_policy(genome_file), 0.2, 0.2) == [False, True]
     reverted = _assert_valid(genetics.read_genome(genome_file))
     assert reverted["state"]["fails"] == 1
+    # Written with the revert: a restarted agent still knows the mutant was worse.
+    assert genetics.tried(reverted) == {genetics.expression_key(mutant)}
 
 
 def _parents_pending_mutant(path: Path) -> Genome:
     """A genome whose trial (baseline 0.9) its parent started, written at ``path``."""
     parent = genome_for(["polynomial.cubic"])
-    mutant = _assert_valid(genetics.mutate(_with_fails(parent, genetics.MAX_FAILS),
+    mutant = _assert_valid(genetics.mutate(genetics._with_state(parent, fails=genetics.MAX_FAILS),
                                            random.Random(1), 0.9, {}, owner="parent"))
+    mutant = genetics._remember(mutant, genetics.neighbours(mutant))  # it may rest
     genetics.write_genome(path, mutant)
     return mutant
 
@@ -489,3 +504,120 @@ def test_without_a_catalogue_nothing_is_novel() -> None:
     genome = genome_for(["polynomial.cubic"])
     assert genetics.novel(genome, {}) == []
     assert genetics.try_novel(genome, random.Random(0), 0.5, {}) is None
+
+
+# --- the neighbourhood memory ---------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 10_000), st.integers(0, 10_000))
+def test_neighbours_are_one_switch_away_and_include_every_switch(genes: int, seed: int
+                                                                 ) -> None:
+    genome = _random_genome(genes)
+    found = genetics.neighbours(genome)
+    own = genetics.expression(genome)
+    for key, move in found.items():
+        child = _assert_valid(genetics.moved(genome, move))
+        assert key == genetics.expression_key(child) != genetics.expression_key(genome)
+        changed = _flags(child).items() ^ _flags(genome).items()
+        assert len({path for (path, _), _ in changed}) == 1  # one module touched
+        assert len(genetics.expression(child) ^ own) >= 1
+    for draw in (genetics.switch_gene, genetics.toggle_module):
+        drawn = draw(genome, random.Random(seed))
+        if genetics.expression(drawn) != own:
+            assert genetics.expression_key(drawn) in found
+
+
+def _reverted(score: float, seed: int = 3) -> tuple[Genome, Genome]:
+    """(the rejected mutant, the genome its revert gives back), baseline 0.5."""
+    start = genome_for(["polynomial.cubic", "recurrence.affine"])
+    mutant = _assert_valid(genetics.mutate(start, random.Random(seed), 0.5, {}, owner="me"))
+    trial = Trial.from_state(mutant["state"]["trial"])
+    assert trial is not None
+    return mutant, _assert_valid(genetics.revert(mutant, trial, score))
+
+
+def test_a_mutant_clearly_worse_is_not_drawn_again() -> None:
+    mutant, reverted = _reverted(0.5 - genetics.CLEARLY_WORSE - 0.01)
+    assert genetics.tried(reverted) == {genetics.expression_key(mutant)}
+    again = [genetics.mutate(reverted, random.Random(seed), 0.5, {}, owner="me")
+             for seed in range(300)]
+    assert all(g is not None and genetics.expression(g) != genetics.expression(mutant)
+               for g in again)
+
+
+def test_a_mutant_within_noise_of_its_baseline_may_be_tried_again() -> None:
+    """A plateau is crossed by retrying near-neutral moves: noise decides their fate."""
+    mutant, reverted = _reverted(0.5 - genetics.CLEARLY_WORSE / 2)
+    assert genetics.tried(reverted) == frozenset()
+    again = [genetics.mutate(reverted, random.Random(seed), 0.5, {}, owner="me")
+             for seed in range(300)]
+    assert any(g is not None and genetics.expression(g) == genetics.expression(mutant)
+               for g in again)
+
+
+def test_an_agent_rests_only_once_every_neighbour_is_known_to_be_worse() -> None:
+    start = genetics._with_state(genome_for(["polynomial.cubic"]), fails=genetics.MAX_FAILS)
+    keys = list(genetics.neighbours(start))
+    almost = genetics._remember(start, keys[1:])
+    moved = [genetics.step(almost, 0.5, random.Random(seed), {}, owner="me")
+             for seed in range(50)]
+    # Restless while one neighbour is unknown, and that neighbour is the one drawn when
+    # every other draw is known to be worse.
+    assert all(genetics.expression(g) != genetics.expression(start) for g in moved)
+    assert sum(genetics.expression_key(g) == keys[0] for g in moved) >= 10
+    spent = genetics._remember(start, keys)
+    assert genetics.spent(spent) and not genetics.spent(almost)
+    rested = [genetics.step(spent, 0.5, random.Random(seed), {}, owner="me")
+              for seed in range(200)]
+    woke = [g for g in rested if genetics.expression(g) != genetics.expression(start)]
+    assert 1 <= len(woke) <= 4 * 200 / (1 + genetics.MAX_FAILS) ** genetics.REST_POWER + 3
+    # One that wakes up may retry any neighbour: what noise condemned may be good.
+    for genome in woke:
+        trial = Trial.from_state(genome["state"]["trial"])
+        assert trial is not None
+        restored = genetics.revert(genome, trial, 0.5)
+        assert genetics.tried(restored) == frozenset()
+
+
+def test_what_was_found_worse_elsewhere_says_nothing_here() -> None:
+    mutant, reverted = _reverted(0.1)
+    elsewhere = genetics.apply_changes(reverted, [("src/agent/learner.py", None, True),
+                                                  ("src/agent/learner.py",
+                                                   "learned_recurrence", True)])
+    assert genetics.expression(elsewhere) != genetics.expression(reverted)
+    assert genetics.tried(elsewhere) == frozenset()
+    assert genetics.tried(reverted) == {genetics.expression_key(mutant)}
+
+
+def test_elite_peers_with_the_same_expression_pool_what_they_found_worse() -> None:
+    _, mine = _reverted(0.1, seed=3)
+    _, theirs = _reverted(0.1, seed=4)
+    assert genetics.tried(theirs) != genetics.tried(mine)
+    pooled = genetics.pooled(mine, theirs)
+    assert genetics.tried(pooled) == genetics.tried(mine) | genetics.tried(theirs)
+    other = genome_for(["polynomial.quadratic"])
+    assert genetics.pooled(mine, other) == mine
+    assert genetics.pooled(mine, None) == mine
+
+
+def test_the_memory_is_bounded_and_garbage_in_it_is_ignored() -> None:
+    start = genome_for(["polynomial.cubic"])
+    full = _assert_valid(genetics._remember(start, range(10 * genetics.MAX_TRIED)))
+    assert len(genetics.tried(full)) == genetics.MAX_TRIED
+    # The newest are kept (a full memory still learns), and a full memory may rest
+    # even where a genome has more neighbours than it can hold.
+    assert 10 * genetics.MAX_TRIED - 1 in genetics.tried(full)
+    learnt = genetics._remember(full, [-1 % 2**32])
+    assert -1 % 2**32 in genetics.tried(learnt) and 0 not in genetics.tried(learnt)
+    assert len(genetics.tried(learnt)) == genetics.MAX_TRIED
+    assert genetics.spent(full)
+    # The orchestrator's own decoder takes a genome carrying the memory.
+    catalogue = template_service.load(template_service.bundled_template())[1]
+    assert genome_codec.decode(genetics.encode_genome(full), catalogue).state["tried"]
+    key = genetics.expression_key(start)
+    for garbage in ({"at": key, "moves": "x"}, {"at": key, "moves": [1.5, "a", None]},
+                    ["not", "a", "map"], {"at": "x", "moves": [1]}):
+        genome = _assert_valid(genetics._with_state(start, tried=garbage))
+        assert genetics.tried(genome) == frozenset()
+        assert genetics.mutate(genome, random.Random(0), 0.5, {}) is not None

@@ -7,14 +7,16 @@ are pure functions of a decoded genome and a `random.Random`. `Policy` drives th
 the fitness feedback as a (1+1) evolution strategy: measure, mutate, measure the mutant,
 keep it or revert it. The pending trial lives in `state["trial"]`, not only in memory,
 because the orchestrator restarts the agent whenever its genome changes: a memory-only
-undo would be lost at the very moment it is needed. `mutate`, `restless` and `step` say
-how a good genome stays good.
+undo would be lost at the very moment it is needed; so does the memory of the mutants
+found worse (`state["tried"]`). `mutate`, `restless` and `step` say how a good genome
+stays good, and how a population does not settle one switch short of a better one.
 """
 
 import math
 import os
 import random
 import tempfile
+import zlib
 from collections.abc import Iterable, Mapping
 from itertools import islice
 from pathlib import Path, PurePosixPath
@@ -60,9 +62,16 @@ REST_POWER = 2
 # A mutant this far below its baseline after this many feedbacks is reverted
 # at once: most mutants of a good genome express a decoy and score near 0,
 # and every pass spent measuring one is a pass of bad answers. Two feedbacks
-# are 64 tasks at the default evaluation (standard error about 0.06).
+# are 32 tasks at the default evaluation (standard error about 0.08).
 EARLY_FEEDBACKS = 2
 EARLY_DROP = 0.15
+# The neighbourhood memory: mutants measured clearly worse than the genome they came
+# from are not drawn again from that genome, and an agent rests only once every
+# genome one switch away is known to be worse (its own trials and its elite peers').
+# A mutant within noise of its baseline is not remembered: it may be tried again,
+# which is how a population crosses a plateau to a better genome behind it.
+CLEARLY_WORSE = 0.02
+MAX_TRIED = 128
 
 
 class FileGene(TypedDict):
@@ -534,17 +543,121 @@ def mutate(
     peer: Genome | None = None,
     owner: str = "",
 ) -> Genome | None:
-    """A mutant of `genome` that expresses something else, its trial recorded; None if
-    no draw changed the expressed functions (a peer identical to us changes nothing)."""
+    """A mutant of `genome` that expresses something else and is not known to be worse,
+    its trial recorded; None if no draw found one (a peer identical to us changes
+    nothing, a neighbourhood can be spent)."""
     base = uptake(genome, catalogue)
     rate = current_rate(base)
     expressed = expression(base)
+    known = tried(base)
     for _ in range(MUTATION_ATTEMPTS):
         child = _draw(base, rng, rate, peer, catalogue)
-        if expression(child) != expressed:
-            trial = Trial(baseline, tuple(changes(base, child)), owner)
-            return _with_state(child, mutated=True, trial=trial.to_state())
-    return None
+        if expression(child) != expressed and expression_key(child) not in known:
+            return _trial(base, child, baseline, owner)
+    fresh = [move for key, move in neighbours(base).items() if key not in known]
+    return _trial(base, moved(base, rng.choice(fresh)), baseline, owner) if fresh else None
+
+
+def _trial(base: Genome, child: Genome, baseline: float, owner: str) -> Genome:
+    trial = Trial(baseline, tuple(changes(base, child)), owner)
+    return _with_state(child, mutated=True, trial=trial.to_state())
+
+
+# --- the neighbourhood memory ---------------------------------------------------
+
+
+def _key_of(expressed: Iterable[tuple[str, str]]) -> int:
+    return zlib.crc32("\n".join(sorted(f"{path}:{name}" for path, name in expressed)).encode())
+
+
+def expression_key(genome: Genome) -> int:
+    """A stable 32-bit name for what a genome expresses (the same in every process)."""
+    return _key_of(expression(genome))
+
+
+def _memory(genome: Genome) -> list[int]:
+    """The remembered keys, oldest first; [] when remembered for another expression
+    (it says nothing of this one) or garbled."""
+    raw = genome["state"].get("tried")
+    if not isinstance(raw, dict) or raw.get("at") != expression_key(genome):
+        return []
+    moves = raw.get("moves")
+    if not isinstance(moves, list):
+        return []
+    return [move for move in moves[-MAX_TRIED:] if type(move) is int]
+
+
+def tried(genome: Genome) -> frozenset[int]:
+    """Expression keys of the mutants known to be worse than this genome's expression."""
+    return frozenset(_memory(genome))
+
+
+def _remember(genome: Genome, moves: Iterable[int]) -> Genome:
+    """`genome` with `moves` added to what is known worse than its expression; the
+    newest MAX_TRIED kept."""
+    kept = list(dict.fromkeys([*_memory(genome), *moves]))[-MAX_TRIED:]
+    return _with_state(genome, tried={"at": expression_key(genome), "moves": kept})
+
+
+def pooled(genome: Genome, peer: Genome | None) -> Genome:
+    """What an elite peer with the same expression found worse, learnt too: a population
+    sweeps one neighbourhood together instead of once per lineage."""
+    if peer is None or expression(peer) != expression(genome):
+        return genome
+    theirs = tried(peer)
+    return genome if theirs <= tried(genome) else _remember(genome, _memory(peer))
+
+
+# A move: one module's new switch and function flags.
+Move = tuple[str, bool, dict[str, bool]]
+
+
+def neighbours(genome: Genome) -> dict[int, Move]:
+    """Every move one switch away, by the expression key it leads to: a function gene
+    expressed (its module switched on with it alone if it was off) or silenced, two
+    siblings of a module swapped, a module toggled. Only moves that change the
+    expression; keys are computed from expressions alone (no genome is built)."""
+    found: dict[int, Move] = {}
+    own = expression(genome)
+    own_key = _key_of(own)
+
+    def offer(path: str, active: bool, functions: dict[str, bool]) -> None:
+        others = {gene for gene in own if gene[0] != path}
+        if active:
+            others.update((path, name) for name, on in functions.items() if on)
+        key = _key_of(others)
+        if key != own_key:
+            found.setdefault(key, (path, active, functions))
+
+    for gene in genome["files"]:
+        path, flags = gene["path"], gene["functions"]
+        offer(path, not gene["active"], dict(flags))
+        for name, on in flags.items():
+            if not gene["active"]:
+                offer(path, True, {other: other == name for other in flags})
+            elif on:
+                offer(path, True, {**flags, name: False})
+                for other, other_on in flags.items():
+                    if not other_on:
+                        offer(path, True, {**flags, name: False, other: True})
+            else:
+                offer(path, True, {**flags, name: True})
+    return found
+
+
+def moved(genome: Genome, move: Move) -> Genome:
+    """`genome` after one of its `neighbours` moves."""
+    path, active, functions = move
+    files = _files(genome)
+    files[path] = FileGene(path=path, active=active, functions=dict(functions))
+    return _with_files(genome, files.values())
+
+
+def spent(genome: Genome) -> bool:
+    """Whether every neighbour is known to be worse (or the memory is full): the agent
+    may rest."""
+    known = tried(genome)
+    return len(known) >= MAX_TRIED or all(key in known for key in neighbours(genome))
 
 
 def novel(genome: Genome, catalogue: Catalogue) -> list[tuple[str, str]]:
@@ -580,12 +693,16 @@ def try_novel(genome: Genome, rng: random.Random, baseline: float, catalogue: Ca
     return _with_state(child, mutated=True, trial=trial.to_state())
 
 
-def revert(genome: Genome, trial: Trial) -> Genome:
-    """Undo the trial's mutation, mutate more cautiously, and rest longer from now on."""
+def revert(genome: Genome, trial: Trial, score: float | None = None) -> Genome:
+    """Undo the trial's mutation, mutate more cautiously, and rest longer from now on;
+    a mutant that measured `score` clearly below its baseline is remembered."""
     restored = apply_changes(genome, trial.undo)
     rate = adapt_rate(current_rate(genome), success=False)
     fails = min(MAX_FAILS, current_fails(genome) + 1)
-    return _with_state(restored, mutated=True, trial=None, rate=rate, fails=fails)
+    restored = _with_state(restored, mutated=True, trial=None, rate=rate, fails=fails)
+    if score is not None and score < trial.baseline - CLEARLY_WORSE:
+        restored = _remember(restored, [expression_key(genome)])
+    return restored
 
 
 def accept(genome: Genome, score: float, trial: Trial) -> Genome:
@@ -600,8 +717,11 @@ def accept(genome: Genome, score: float, trial: Trial) -> Genome:
 
 
 def restless(genome: Genome, rng: random.Random) -> bool:
-    """Whether a measured genome is mutated now: always after an improvement, then
-    less and less often as trials fail (probability 1 / (1 + fails) ** REST_POWER)."""
+    """Whether a measured genome is mutated now: always while some neighbour is not
+    known to be worse; then less and less often as trials fail (probability
+    1 / (1 + fails) ** REST_POWER)."""
+    if not spent(genome):
+        return True
     odds: float = (1 + current_fails(genome)) ** REST_POWER
     return rng.random() * odds < 1.0
 
@@ -631,12 +751,17 @@ def step(
         if score < trial.baseline + margin:
             # Revert only: the restored genome is measured afresh before the next
             # mutation, so one lucky baseline cannot block progress for ever.
-            return revert(genome, trial)
-        genome = accept(genome, score, trial)
-    tried = try_novel(genome, rng, score, catalogue, owner)
-    if tried is not None:
-        return tried
+            return revert(genome, trial, score)
+        # Kept, and measured as it is until the next decision: a mutant started now
+        # would be all that selection sees of this agent, not what it just found.
+        return accept(genome, score, trial)
+    novelty = try_novel(genome, rng, score, catalogue, owner)
+    if novelty is not None:
+        return novelty
+    genome = pooled(genome, peer)
     if restless(genome, rng):
+        if spent(genome):  # a new sweep: noise may have condemned a good neighbour
+            genome = _with_state(genome, tried=None)
         mutant = mutate(genome, rng, score, catalogue, peer=peer, owner=owner)
         if mutant is not None:
             return mutant
@@ -647,9 +772,9 @@ class Policy:
     """Turns fitness feedback into genome rewrites.
 
     It acts every `patience` feedbacks, on their mean: fitness is noisy.
-    With the default evaluation (32 tasks a pass), 8 feedbacks judge each
-    variant on 256 tasks; shorter trials let noise accept harmful mutations
-    (measured with bench/evolution.py, see the README's Benchmarks). Only a
+    With the default evaluation (16 tasks a pass), 8 feedbacks judge each
+    variant on 128 tasks; at 8 tasks a pass (64 a trial) noise decides too
+    often (measured with bench/evolution.py, see bench/README.md). Only a
     hopeless mutant of its own is judged sooner (EARLY_FEEDBACKS, EARLY_DROP).
     """
 

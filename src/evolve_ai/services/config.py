@@ -136,7 +136,7 @@ class LimitsSection:
 
 @dataclass(frozen=True, slots=True)
 class EvaluationSection:
-    tasks_per_pass: int = _key(32, "tasks sent to each running agent per pass", _non_negative)
+    tasks_per_pass: int = _key(16, "tasks sent to each running agent per pass", _non_negative)
     window: int = _key(64, "most recent scores that make an agent's fitness", _positive)
     answer_timeout: float = _key(2.0, "seconds an agent has to answer a task", _positive)
     energy_cost: float = _key(0.045, "fitness lost per expressed function gene", _non_negative)
