@@ -62,7 +62,9 @@ REST_POWER = 2
 # A mutant this far below its baseline after this many feedbacks is reverted
 # at once: most mutants of a good genome express a decoy and score near 0,
 # and every pass spent measuring one is a pass of bad answers. Two feedbacks
-# are 32 tasks at the default evaluation (standard error about 0.08).
+# rest on a variant's first 32 tasks at the default evaluation, the first 16
+# counted twice (each feedback is the fitness over the last 64 scores):
+# standard error about 0.09.
 EARLY_FEEDBACKS = 2
 EARLY_DROP = 0.15
 # The neighbourhood memory: mutants measured clearly worse than the genome they came
@@ -773,7 +775,8 @@ class Policy:
 
     It acts every `patience` feedbacks, on their mean: fitness is noisy.
     With the default evaluation (16 tasks a pass), 8 feedbacks judge each
-    variant on 128 tasks; at 8 tasks a pass (64 a trial) noise decides too
+    variant on its first 128 tasks (the early ones weigh more: a feedback is
+    the fitness over the last 64 scores); at 8 tasks a pass noise decides too
     often (measured with bench/evolution.py, see bench/README.md). Only a
     hopeless mutant of its own is judged sooner (EARLY_FEEDBACKS, EARLY_DROP).
     """
