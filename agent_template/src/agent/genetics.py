@@ -68,7 +68,7 @@ REST_POWER = 2
 EARLY_FEEDBACKS = 2
 EARLY_DROP = 0.15
 # The neighbourhood memory: mutants measured clearly worse than the genome they came
-# from are not drawn again from that genome, and an agent rests only once every
+# from are not drawn again from its expression, and an agent rests only once every
 # genome one switch away is known to be worse (its own trials and its elite peers').
 # A mutant within noise of its baseline is not remembered: it may be tried again,
 # which is how a population crosses a plateau to a better genome behind it.
