@@ -52,6 +52,14 @@ def _kill_one_running(root: Path, template: str) -> str:
     raise AssertionError(f"no agent runs {template} any more")
 
 
+def _replace(path: Path, text: str) -> None:
+    """Write as an editor saves: the scanner never sees the file empty half-way (a
+    write_text truncates first, and an empty module is a valid new version)."""
+    temporary = path.parents[3] / f".{path.name}.new"  # outside agent_template/
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 def test_the_template_changes_while_the_population_runs(tmp_path: Path) -> None:
     template = write_template(tmp_path / "tpl", {"solver": SOLVER, "legacy": OLD})
     root = init_workspace(tmp_path / "ws", 50, template=template, seed=3, settings={
@@ -63,9 +71,9 @@ def test_the_template_changes_while_the_population_runs(tmp_path: Path) -> None:
     try:
         wait_until(lambda: status_json(root)["counts"]["running"] == 35, 30, "35 running")
         # A module gained, one lost, one changed: one new version.
-        (package / "novelty.py").write_text(NOVELTY)
+        _replace(package / "novelty.py", NOVELTY)
         (package / "legacy.py").unlink()
-        (package / "solver.py").write_text(SOLVER + "# a comment\n")
+        _replace(package / "solver.py", SOLVER + "# a comment\n")
         wait_until(lambda: read_events(root, "template_changed"), 30, "the change seen")
         [changed] = read_events(root, "template_changed")
         second = changed["fingerprint"]
@@ -88,12 +96,12 @@ def test_the_template_changes_while_the_population_runs(tmp_path: Path) -> None:
                    60, "a birth on the new version")
         # A broken change is refused once; the population runs on the version in force,
         # and status says so until it is fixed.
-        (package / "novelty.py").write_text("def fresh(terms:\n")
+        _replace(package / "novelty.py", "def fresh(terms:\n")
         wait_until(lambda: read_events(root, "template_refused"), 30, "the refusal")
         assert proc.poll() is None
         assert "agent_template/ refused: " in run_evolve(root, "status").stdout
         assert "novelty.py" in status_json(root)["template"]["refused"]
-        (package / "novelty.py").write_text(NOVELTY)
+        _replace(package / "novelty.py", NOVELTY)
         wait_until(lambda: status_json(root)["template"]["refused"] is None, 30, "fixed")
     finally:
         stop_life_cycle(proc)
